@@ -1,0 +1,229 @@
+/*
+ * pgpool.h - an embeddable, thread-safe connection pool for libpq.
+ *
+ * An application creates one pool_t per database and its threads borrow and
+ * return PGconn handles with pool_getconn() / pool_putconn().  The pool keeps
+ * between min_size and max_size connections open (plus max_overflow under
+ * load), validates connections before handing them out, retires idle and old
+ * ones in a background thread, bounds how long a caller waits, and keeps
+ * statistics that callers poll in-process.
+ *
+ * Threads.  A pool_t is shared: every function is safe to call from any thread
+ * at any time, except pool_destroy(), which must be the last call on the pool
+ * (it wakes callers blocked in pool_getconn and waits for them to leave).  A
+ * borrowed PGconn belongs to the borrowing thread until it is returned, which is
+ * libpq's own rule: never use one PGconn from two threads at once.  Errors are
+ * reported per thread through pool_errcode()/pool_errmsg(), like errno.
+ *
+ * Fork.  A child process that uses a pool inherited from its parent gets fresh
+ * connections: the inherited ones are dropped without sending anything on
+ * their sockets, so the parent's sessions are untouched.
+ *
+ * ABI.  New config fields are only ever added at the end of pool_config_t and
+ * new stats fields at the end of pool_stats_t.  Always fill a config with
+ * pool_config_init() before setting fields, so a program built against an older
+ * header keeps working with a newer library.
+ */
+#ifndef PGPOOL_H
+#define PGPOOL_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PGPOOL_VERSION_MAJOR 1
+#define PGPOOL_VERSION_MINOR 0
+#define PGPOOL_VERSION_PATCH 0
+
+#if defined(PGPOOL_BUILDING) && defined(__GNUC__)
+#define POOL_EXTERN __attribute__((visibility("default")))
+#else
+#define POOL_EXTERN
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Types                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct pool pool_t; /* opaque */
+
+/* One list for the codes and their messages (see pool_strerror). */
+#define POOL_ERRNO_MAP(X)                                                       \
+    X(POOL_OK, "success")                                                       \
+    X(POOL_EINVAL, "invalid argument")                                          \
+    X(POOL_ETIMEDOUT, "timed out waiting for a connection")                     \
+    X(POOL_ECONNECT, "could not open a connection")                             \
+    X(POOL_EBUSY, "too many callers waiting")                                   \
+    X(POOL_ECLOSED, "pool is closed")                                           \
+    X(POOL_ENOMEM, "out of memory")
+
+typedef enum pool_err {
+    POOL_OK = 0,
+    POOL_EINVAL,    /* bad argument: NULL, out-of-range config, foreign or twice-returned connection */
+    POOL_ETIMEDOUT, /* no connection became available within the acquire timeout */
+    POOL_ECONNECT,  /* a new connection could not be opened (libpq's message in pool_errmsg) */
+    POOL_EBUSY,     /* max_waiting callers already waiting: rejected at once */
+    POOL_ECLOSED,   /* the pool is being destroyed */
+    POOL_ENOMEM
+} pool_err_t;
+
+/* Levels passed to on_log. */
+#define POOL_LOG_ERROR 0
+#define POOL_LOG_WARN 1
+#define POOL_LOG_INFO 2
+#define POOL_LOG_DEBUG 3
+
+typedef struct pool_config {
+    const char *conninfo;    /* libpq keyword/value string or URI; required; copied */
+    int min_size;            /* connections kept open even when idle (default 1) */
+    int max_size;            /* connections kept when idle, at most (default 10) */
+    int max_overflow;        /* extra connections opened under load beyond max_size,
+                                closed when returned with nobody waiting (default 0) */
+    int acquire_timeout_ms;  /* how long pool_getconn waits (default 30000);
+                                0 = do not wait; <0 = wait forever */
+    int connect_timeout_ms;  /* bound on opening one connection, and on one
+                                round-trip check, rollback or reset (default 10000) */
+    int idle_timeout_ms;     /* close idle connections above min_size after this long
+                                idle (default 600000; 0 = never) */
+    int max_lifetime_ms;     /* retire a connection this long after it was opened, when
+                                it is next idle (default 1800000; 0 = never) */
+    int pre_ping;            /* validate a connection before handing it out (default 1) */
+    int ping_idle_ms;        /* with pre_ping: a round-trip check only for connections idle
+                                at least this long; younger ones get the zero-round-trip
+                                check only (default 1000) */
+    int max_waiting;         /* callers allowed to wait at once; beyond: POOL_EBUSY
+                                (default 0 = unlimited) */
+    int leak_timeout_ms;     /* warn (log + stats) when a connection stays checked out
+                                longer than this (default 0 = off) */
+    const char *reset_query; /* run when a connection is returned, e.g. "DISCARD ALL"
+                                (default NULL: only ROLLBACK a connection left in a
+                                transaction); copied */
+    int (*on_connect)(PGconn *conn, void *arg); /* once per new connection, before first
+                                use (SET, PREPARE...); nonzero = reject, close it */
+    void (*on_log)(int level, const char *msg, void *arg); /* level: POOL_LOG_ERROR,
+                                POOL_LOG_WARN, POOL_LOG_INFO, POOL_LOG_DEBUG; default:
+                                errors and warnings to stderr */
+    void *arg;               /* passed to the callbacks */
+} pool_config_t;
+
+typedef struct pool_stats {
+    /* gauges, as of the call */
+    int total;      /* open connections: idle + in_use */
+    int idle;
+    int in_use;     /* checked out, or being validated, rolled back or reset */
+    int connecting; /* connection attempts in flight */
+    int waiting;    /* callers blocked in pool_getconn */
+    int min_size, max_size, max_overflow;
+    /* counters since pool_create; they only grow */
+    uint64_t acquired;         /* successful pool_getconn calls */
+    uint64_t acquire_timeouts; /* pool_getconn calls that failed with POOL_ETIMEDOUT */
+    uint64_t acquire_errors;   /* ... that failed for any other reason */
+    uint64_t connects;         /* connections opened */
+    uint64_t connect_errors;   /* failed attempts to open one */
+    uint64_t closed;           /* connections closed, for any reason */
+    uint64_t closed_broken;    /* ... because they were found dead or unusable */
+    uint64_t closed_idle;      /* ... by idle_timeout_ms */
+    uint64_t closed_lifetime;  /* ... by max_lifetime_ms */
+    uint64_t pings;            /* round-trip validations run */
+    uint64_t rollbacks;        /* connections returned inside a transaction, rolled back */
+    uint64_t leaks;            /* checkouts that passed leak_timeout_ms */
+    uint64_t wait_us_total;    /* time callers spent in pool_getconn */
+    uint64_t wait_us_max;
+    uint64_t hold_us_total;    /* time connections spent checked out */
+} pool_stats_t;
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Fills every field of *cfg with its default (conninfo NULL).  Never fails;
+   does nothing when cfg is NULL.  Call it before setting any field. */
+POOL_EXTERN void pool_config_init(pool_config_t *cfg);
+
+/* ------------------------------------------------------------------------ */
+/* Create and destroy                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Checks *cfg, copies what it needs (conninfo and reset_query included) and
+   opens min_size connections before it returns; blocks for at most about
+   min_size * connect_timeout_ms.  Returns NULL on failure, with a message in
+   errbuf (when errbuf is not NULL, truncated to errlen bytes including the NUL)
+   naming the bad field or giving libpq's reason when the first connection
+   cannot be opened; pool_errcode() says POOL_EINVAL, POOL_ECONNECT or
+   POOL_ENOMEM.  Starts the pool's background threads.  Thread-safe. */
+POOL_EXTERN pool_t *pool_create(const pool_config_t *cfg, char *errbuf, size_t errlen);
+
+/* Marks the pool closed, wakes every caller waiting in pool_getconn (they fail
+   with POOL_ECLOSED) and waits for them to leave, stops the background threads
+   (an attempt to connect in flight is abandoned within ~50 ms) and closes every
+   connection.  Connections still checked out are reported through on_log as
+   leaks and closed as well: do not use them afterwards.  Must be the last call
+   on the pool; pool_destroy(NULL) does nothing. */
+POOL_EXTERN void pool_destroy(pool_t *pool);
+
+/* ------------------------------------------------------------------------ */
+/* Borrow and return                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Borrows a connection, waiting up to the pool's acquire_timeout_ms.  Same as
+   pool_getconn_timeout(pool, cfg.acquire_timeout_ms). */
+POOL_EXTERN PGconn *pool_getconn(pool_t *pool);
+
+/* Borrows a validated connection in CONNECTION_OK status, outside any
+   transaction, in blocking mode.  Waits (first come, first served) until one
+   is free or newly opened, at most timeout_ms (0: only take an idle one, do not
+   wait; <0: wait forever).  The caller owns it until pool_putconn or
+   pool_discard; never PQfinish it.  Returns NULL and sets pool_errcode() to
+   POOL_ETIMEDOUT, POOL_ECONNECT (the database refuses connections and nothing
+   checked out could come back), POOL_EBUSY (max_waiting reached), POOL_ECLOSED
+   or POOL_EINVAL.  Thread-safe. */
+POOL_EXTERN PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms);
+
+/* Returns a borrowed connection.  One left inside a transaction is rolled back;
+   one with a query or COPY in progress, in pipeline mode, or broken is closed;
+   with reset_query set, that runs (a failure closes the connection).  Rollback
+   and reset block for at most connect_timeout_ms.  The connection goes to the
+   longest waiting caller, else to the idle set, else (overflow) it is closed.
+   Returns POOL_OK, or POOL_EINVAL for NULL, a connection this pool did not hand
+   out, or one already returned (the pool is unharmed).  Thread-safe. */
+POOL_EXTERN int pool_putconn(pool_t *pool, PGconn *conn);
+
+/* Returns a borrowed connection to be closed rather than reused (after an
+   error that left its session in doubt, say).  The pool opens a replacement
+   in the background when below min_size.  POOL_OK or POOL_EINVAL as for
+   pool_putconn.  Never blocks on the network.  Thread-safe. */
+POOL_EXTERN int pool_discard(pool_t *pool, PGconn *conn);
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Why this thread's last failed pool call failed (POOL_OK if none failed yet).
+   Successful calls do not reset it. */
+POOL_EXTERN pool_err_t pool_errcode(void);
+
+/* A human-readable message for this thread's last failure, in lower case, never
+   containing a password; "" if none.  Valid until this thread's next pool call. */
+POOL_EXTERN const char *pool_errmsg(void);
+
+/* A static description of err; "unknown error" for a value outside the enum. */
+POOL_EXTERN const char *pool_strerror(pool_err_t err);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Copies one consistent snapshot of the pool's gauges and counters into *out,
+   taken under the pool's lock (never blocks on the network).  Returns POOL_OK,
+   or POOL_EINVAL for a NULL argument.  Thread-safe. */
+POOL_EXTERN int pool_get_stats(pool_t *pool, pool_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PGPOOL_H */

@@ -1,0 +1,78 @@
+/*
+ * config.c - defaults and validation of pool_config_t.
+ *
+ * pool_create() refuses a config it cannot honour, naming the bad field, so
+ * that a typo fails at start-up instead of under load.
+ */
+#include "pool_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void pool_config_init(pool_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->min_size = 1;
+    cfg->max_size = 10;
+    cfg->max_overflow = 0;
+    cfg->acquire_timeout_ms = 30000;
+    cfg->connect_timeout_ms = 10000;
+    cfg->idle_timeout_ms = 600000;
+    cfg->max_lifetime_ms = 1800000;
+    cfg->pre_ping = 1;
+    cfg->ping_idle_ms = 1000;
+    cfg->max_waiting = 0;
+    cfg->leak_timeout_ms = 0;
+}
+
+#define CHECK(cond, ...)                                \
+    do {                                                \
+        if (!(cond)) {                                  \
+            snprintf(errbuf, errlen, __VA_ARGS__);      \
+            return POOL_EINVAL;                         \
+        }                                               \
+    } while (0)
+
+/* POOL_OK, or POOL_EINVAL with a message naming the field in errbuf.  The
+   conninfo check reports libpq's reason, scrubbed of the password. */
+int config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen)
+{
+    CHECK(cfg, "config is NULL");
+    CHECK(cfg->conninfo, "conninfo is required");
+    CHECK(cfg->max_size >= 1, "max_size must be at least 1 (got %d)", cfg->max_size);
+    CHECK(cfg->min_size >= 0, "min_size must not be negative (got %d)", cfg->min_size);
+    CHECK(cfg->min_size <= cfg->max_size, "min_size (%d) must not exceed max_size (%d)",
+          cfg->min_size, cfg->max_size);
+    CHECK(cfg->max_overflow >= 0, "max_overflow must not be negative (got %d)", cfg->max_overflow);
+    CHECK((long)cfg->max_size + cfg->max_overflow <= POOL_MAX_CONNECTIONS,
+          "max_size + max_overflow must not exceed %d", POOL_MAX_CONNECTIONS);
+    CHECK(cfg->connect_timeout_ms >= 1, "connect_timeout_ms must be at least 1 (got %d)",
+          cfg->connect_timeout_ms);
+    CHECK(cfg->idle_timeout_ms >= 0, "idle_timeout_ms must not be negative (got %d)",
+          cfg->idle_timeout_ms);
+    CHECK(cfg->max_lifetime_ms >= 0, "max_lifetime_ms must not be negative (got %d)",
+          cfg->max_lifetime_ms);
+    CHECK(cfg->pre_ping == 0 || cfg->pre_ping == 1, "pre_ping must be 0 or 1 (got %d)",
+          cfg->pre_ping);
+    CHECK(cfg->ping_idle_ms >= 0, "ping_idle_ms must not be negative (got %d)", cfg->ping_idle_ms);
+    CHECK(cfg->max_waiting >= 0, "max_waiting must not be negative (got %d)", cfg->max_waiting);
+    CHECK(cfg->leak_timeout_ms >= 0, "leak_timeout_ms must not be negative (got %d)",
+          cfg->leak_timeout_ms);
+
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, &err);
+    if (!opts) {
+        char reason[POOL_MSG_LEN];
+        pool_t scrubber = {.password = pool_password_of(cfg->conninfo)};
+        pool_copy_libpq_message(&scrubber, reason, sizeof reason, err ? err : "out of memory");
+        free(scrubber.password);
+        PQfreemem(err);
+        snprintf(errbuf, errlen, "invalid conninfo: %s", reason);
+        return POOL_EINVAL;
+    }
+    PQconninfoFree(opts);
+    return POOL_OK;
+}

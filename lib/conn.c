@@ -1,0 +1,223 @@
+/*
+ * conn.c - opening, validating, resetting and closing one connection.
+ *
+ * Everything here runs without the pool's lock and is bounded in time: a
+ * connect, a round-trip check, a rollback or a reset on a silent network gives
+ * up at its deadline instead of hanging, and a broken connection is closed in
+ * non-blocking mode so that PQfinish cannot block on a full socket buffer.
+ */
+#include "pool_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define IO_SLICE_MS 50 /* how often a long wait looks at pool->stopping */
+
+/* Server notices (e.g. a NOTICE from the user's own query) go to on_log at
+   INFO instead of libpq's default of printing to stderr.  on_connect may
+   install its own processor. */
+static void notice_to_log(void *arg, const char *message)
+{
+    char msg[POOL_MSG_LEN];
+    const pool_t *pool = arg;
+    pool_copy_libpq_message(pool, msg, sizeof msg, message);
+    pool_log(pool, POOL_LOG_INFO, "server notice: %s", msg);
+}
+
+/* Waits until fd is ready for events or the deadline passes.  1 = ready,
+   0 = deadline or stop, -1 = poll error. */
+static int wait_socket(PGconn *pg, short events, int64_t deadline_us, const atomic_bool *stopping)
+{
+    for (;;) {
+        int64_t now = clock_now_us();
+        if (now >= deadline_us || (stopping && atomic_load_explicit(stopping, memory_order_relaxed)))
+            return 0;
+        struct pollfd pfd = {.fd = PQsocket(pg), .events = events};
+        if (pfd.fd < 0)
+            return -1;
+        int r = poll(&pfd, 1, clock_poll_timeout_ms(deadline_us, now, IO_SLICE_MS));
+        if (r > 0)
+            return 1;
+        if (r < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+static PGconn *open_failed(PGconn *pg, const pool_t *pool, char *err, size_t errlen,
+                           const char *why)
+{
+    char reason[POOL_MSG_LEN];
+    pool_copy_libpq_message(pool, reason, sizeof reason, why ? why : PQerrorMessage(pg));
+    snprintf(err, errlen, "could not open connection: %s", reason);
+    if (pg)
+        conn_close(pg);
+    return NULL;
+}
+
+/* Opens one connection with PQconnectStartParams/PQconnectPoll, bounded by
+   connect_timeout_ms, then runs on_connect.  NULL with a scrubbed message in
+   err on failure. */
+PGconn *conn_open(pool_t *pool, char *err, size_t errlen)
+{
+    const char *keywords[] = {"dbname", NULL};
+    const char *values[] = {pool->conninfo, NULL};
+    int64_t deadline = clock_now_us() + (int64_t)pool->cfg.connect_timeout_ms * 1000;
+
+    PGconn *pg = PQconnectStartParams(keywords, values, 1);
+    if (!pg)
+        return open_failed(NULL, pool, err, errlen, "out of memory");
+    if (PQstatus(pg) == CONNECTION_BAD)
+        return open_failed(pg, pool, err, errlen, NULL);
+
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (st != PGRES_POLLING_OK) {
+        if (st == PGRES_POLLING_FAILED)
+            return open_failed(pg, pool, err, errlen, NULL);
+        int r = wait_socket(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline,
+                            &pool->stopping);
+        if (r == 0) {
+            char why[64];
+            snprintf(why, sizeof why, atomic_load(&pool->stopping) ? "pool is closing"
+                                                                   : "timeout expired after %d ms",
+                     pool->cfg.connect_timeout_ms);
+            return open_failed(pg, pool, err, errlen, why);
+        }
+        if (r < 0)
+            return open_failed(pg, pool, err, errlen, "socket error while connecting");
+        st = PQconnectPoll(pg);
+    }
+
+    PQsetNoticeProcessor(pg, notice_to_log, pool);
+    if (pool->cfg.on_connect) {
+        if (pool->cfg.on_connect(pg, pool->cfg.arg) != 0)
+            return open_failed(pg, pool, err, errlen, "on_connect rejected the connection");
+        if (conn_check_nowait(pg, false) != CONN_ALIVE)
+            return open_failed(pg, pool, err, errlen,
+                               "on_connect left the connection broken, busy or inside a transaction");
+    }
+    return pg;
+}
+
+/* The zero-round-trip check: status, transaction state, pipeline mode and, with
+   poll_socket, whether the server has hung up or sent something unasked.
+   Unasked input is read, then judged by a round trip: a NOTIFY is harmless, but
+   a terminated backend sends its FATAL error before it closes the socket, and
+   libpq reports that error on an idle connection only as a notice, leaving the
+   status at CONNECTION_OK. */
+conn_health_t conn_check_nowait(PGconn *pg, bool poll_socket)
+{
+    if (PQstatus(pg) != CONNECTION_OK || PQtransactionStatus(pg) != PQTRANS_IDLE ||
+        PQpipelineStatus(pg) != PQ_PIPELINE_OFF || PQisBusy(pg))
+        return CONN_DEAD;
+    if (!poll_socket)
+        return CONN_ALIVE;
+    struct pollfd pfd = {.fd = PQsocket(pg), .events = POLLIN | POLLRDHUP};
+    int r;
+    do
+        r = poll(&pfd, 1, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 || (r > 0 && (pfd.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL))))
+        return CONN_DEAD;
+    if (r == 0)
+        return CONN_ALIVE;
+    if (!PQconsumeInput(pg) || PQstatus(pg) != CONNECTION_OK ||
+        PQtransactionStatus(pg) != PQTRANS_IDLE || PQisBusy(pg))
+        return CONN_DEAD;
+    return CONN_SUSPECT;
+}
+
+/* Runs sql and reads every result, never blocking past deadline_us.  True when
+   every result succeeded and the connection is idle again (and back in
+   blocking mode).  On false the connection is in an unknown state: close it. */
+bool conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us)
+{
+    if (PQsetnonblocking(pg, 1) != 0 || !PQsendQuery(pg, sql))
+        return false;
+    for (;;) {
+        int f = PQflush(pg);
+        if (f < 0)
+            return false;
+        if (f == 0)
+            break;
+        if (wait_socket(pg, POLLIN | POLLOUT, deadline_us, NULL) <= 0 || !PQconsumeInput(pg))
+            return false;
+    }
+    bool ok = true;
+    for (;;) {
+        while (!PQisBusy(pg)) {
+            PGresult *res = PQgetResult(pg);
+            if (!res)
+                goto done;
+            ExecStatusType s = PQresultStatus(res);
+            if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY)
+                ok = false;
+            PQclear(res);
+            /* COPY cannot be finished here: give up on the connection. */
+            if (s == PGRES_COPY_IN || s == PGRES_COPY_OUT || s == PGRES_COPY_BOTH)
+                return false;
+        }
+        if (wait_socket(pg, POLLIN, deadline_us, NULL) <= 0 || !PQconsumeInput(pg))
+            return false;
+    }
+done:
+    if (PQsetnonblocking(pg, 0) != 0)
+        return false;
+    return ok && PQstatus(pg) == CONNECTION_OK && PQtransactionStatus(pg) == PQTRANS_IDLE;
+}
+
+/* Closes a connection without ever blocking on its socket. */
+void conn_close(PGconn *pg)
+{
+    PQsetnonblocking(pg, 1);
+    PQfinish(pg);
+}
+
+/* Closes a healthy connection and waits (until deadline_us at most) for the
+   server to end the backend, seen as end-of-file on a duplicate of the
+   socket.  Only then does the backend leave pg_stat_activity, so a pool that
+   frees the slot afterwards never has more backends on the server than
+   max_size + max_overflow, not even for a moment. */
+void conn_close_and_wait(PGconn *pg, int64_t deadline_us)
+{
+    int fd = PQsocket(pg) >= 0 ? fcntl(PQsocket(pg), F_DUPFD_CLOEXEC, 0) : -1;
+    conn_close(pg);
+    if (fd < 0)
+        return;
+    char sink[512];
+    for (;;) {
+        int64_t now = clock_now_us();
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int r = poll(&pfd, 1, clock_poll_timeout_ms(deadline_us, now, IO_SLICE_MS));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 || (r == 0 && clock_now_us() >= deadline_us))
+            break;
+        if (r == 0)
+            continue;
+        ssize_t n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            break;
+    }
+    close(fd);
+}
+
+/* After fork(): frees an inherited connection without sending anything on its
+   socket, which the parent still uses.  /dev/null takes the socket's place, so
+   the Terminate message PQfinish writes goes nowhere and the parent's session
+   lives on. */
+void conn_drop_silently(PGconn *pg)
+{
+    int fd = PQsocket(pg);
+    if (fd >= 0) {
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull >= 0) {
+            dup2(devnull, fd);
+            close(devnull);
+        }
+    }
+    conn_close(pg);
+}

@@ -1,0 +1,104 @@
+/*
+ * fork.c - keeps a pool usable in a child after fork().
+ *
+ * pthread_atfork handlers take every live pool's lock before fork(), so the
+ * child never inherits a lock held by a thread that does not exist there, and
+ * bump a generation number in the child.  The first call on a pool in the
+ * child sees the new generation and starts over: inherited idle connections
+ * are dropped without a byte sent (the parent's sessions live on), borrowed
+ * ones are dropped when returned, and new threads are started.
+ */
+#include "pool_internal.h"
+
+#include <stdlib.h>
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static pool_t *registry_head;       /* guarded by registry_lock */
+static unsigned generation;         /* written only in the child, while it has one thread */
+static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
+
+static void before_fork(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (pool_t *p = registry_head; p; p = p->registry_next)
+        pthread_mutex_lock(&p->lock);
+}
+
+static void after_fork_parent(void)
+{
+    for (pool_t *p = registry_head; p; p = p->registry_next)
+        pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void after_fork_child(void)
+{
+    generation++;
+    for (pool_t *p = registry_head; p; p = p->registry_next)
+        pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void install_handlers(void)
+{
+    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+}
+
+unsigned fork_generation(void)
+{
+    return generation;
+}
+
+void fork_register(pool_t *pool)
+{
+    pthread_once(&handlers_once, install_handlers);
+    pthread_mutex_lock(&registry_lock);
+    pool->registry_next = registry_head;
+    registry_head = pool;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void fork_unregister(pool_t *pool)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (pool_t **pp = &registry_head; *pp; pp = &(*pp)->registry_next) {
+        if (*pp == pool) {
+            *pp = pool->registry_next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* In the child, under the pool's lock, with no other thread of ours alive. */
+void fork_reset_locked(pool_t *pool)
+{
+    for (size_t i = 0; i <= pool->map.mask; i++) {
+        pool_conn_t *c = pool->map.slots[i];
+        if (!c)
+            continue;
+        /* Borrowed in the parent: kept until it comes back, then dropped.
+           Idle, or borrowed in a generation before the parent's: dropped now. */
+        if (c->state != CONN_IDLE && c->fork_gen == pool->fork_gen)
+            continue;
+        conn_map_remove(&pool->map, c->pg);
+        conn_drop_silently(c->pg);
+        free(c);
+        i--; /* the removal may have shifted a later entry into slot i (wraps to 0) */
+    }
+    pool->idle_head = pool->idle_tail = NULL;
+    pool->waiters.head = pool->waiters.tail = NULL;
+    pool->waiters.len = 0;
+    pool->nidle = pool->nopen = pool->nconnecting = pool->nclosing = 0;
+    pool->nwaiting = pool->ncalls = 0;
+    pool->connect_failing = false;
+    pool->backoff_us = 0;
+    /* The parent's threads may have been blocked on these; none are here. */
+    pthread_cond_init(&pool->work_cond, &pool->cond_attr);
+    pthread_cond_init(&pool->maint_cond, &pool->cond_attr);
+    pthread_cond_init(&pool->drain_cond, &pool->cond_attr);
+    pool->fork_gen = generation;
+    pool->threads_started = false;
+    if (!pool->closed && pool_start_threads(pool) != 0)
+        pool->closed = true; /* every call now fails with POOL_ECLOSED */
+}

@@ -1,0 +1,91 @@
+/*
+ * maint.c - the background maintenance thread.
+ *
+ * Wakes a few times per shortest configured timeout (at least every second)
+ * to close idle connections past idle_timeout_ms above min_size and any past
+ * max_lifetime_ms, to report connections held past leak_timeout_ms, and to
+ * nudge the connect workers to refill to min_size.  Scans are O(connections)
+ * and run here, never on the borrowing path.
+ */
+#include "pool_internal.h"
+
+#define MAINT_BATCH 64
+
+static int64_t tick_us(const pool_config_t *cfg)
+{
+    int64_t tick = 1000000;
+    int timeouts[] = {cfg->idle_timeout_ms, cfg->max_lifetime_ms, cfg->leak_timeout_ms};
+    for (size_t i = 0; i < sizeof timeouts / sizeof timeouts[0]; i++)
+        if (timeouts[i] > 0 && (int64_t)timeouts[i] * 250 < tick)
+            tick = (int64_t)timeouts[i] * 250;
+    return tick < 5000 ? 5000 : tick;
+}
+
+/* Detaches up to MAINT_BATCH idle connections due to close, oldest first. */
+static int collect_idle_locked(pool_t *pool, int64_t now, PGconn **out)
+{
+    const pool_config_t *cfg = &pool->cfg;
+    int n = 0;
+    for (pool_conn_t *c = pool->idle_tail, *prev; c && n < MAINT_BATCH; c = prev) {
+        prev = c->prev;
+        if (cfg->max_lifetime_ms > 0 && now - c->created_us >= (int64_t)cfg->max_lifetime_ms * 1000) {
+            out[n++] = pool_detach_locked(pool, c);
+            pool->stats.closed_lifetime++;
+        } else if (cfg->idle_timeout_ms > 0 && pool->nopen > cfg->min_size &&
+                   now - c->idle_since_us >= (int64_t)cfg->idle_timeout_ms * 1000) {
+            out[n++] = pool_detach_locked(pool, c);
+            pool->stats.closed_idle++;
+        }
+    }
+    return n;
+}
+
+/* Marks connections held past leak_timeout_ms; returns how long each was held. */
+static int collect_leaks_locked(pool_t *pool, int64_t now, int64_t *held_ms)
+{
+    int64_t limit = (int64_t)pool->cfg.leak_timeout_ms * 1000;
+    int n = 0;
+    if (limit <= 0)
+        return 0;
+    for (size_t i = 0; i <= pool->map.mask && n < MAINT_BATCH; i++) {
+        pool_conn_t *c = pool->map.slots[i];
+        if (!c || c->state != CONN_IN_USE || conn_inherited(pool, c) || c->leak_reported ||
+            now - c->checkout_us < limit)
+            continue;
+        c->leak_reported = true;
+        pool->stats.leaks++;
+        held_ms[n++] = (now - c->checkout_us) / 1000;
+    }
+    return n;
+}
+
+void *maint_main(void *arg)
+{
+    pool_t *pool = arg;
+    PGconn *to_close[MAINT_BATCH];
+    int64_t held_ms[MAINT_BATCH];
+    int64_t tick = tick_us(&pool->cfg);
+
+    pthread_mutex_lock(&pool->lock);
+    while (!pool->closed) {
+        int64_t now = clock_now_us();
+        int nclose = collect_idle_locked(pool, now, to_close);
+        int nleak = collect_leaks_locked(pool, now, held_ms);
+        pool_wake_workers_locked(pool);
+        if (nclose > 0 || nleak > 0) {
+            pthread_mutex_unlock(&pool->lock);
+            pool_finish_closes(pool, to_close, nclose, true);
+            for (int i = 0; i < nleak; i++)
+                pool_log(pool, POOL_LOG_WARN,
+                         "connection leak suspected: checked out for %lld ms (leak_timeout_ms %d)",
+                         (long long)held_ms[i], pool->cfg.leak_timeout_ms);
+            pthread_mutex_lock(&pool->lock);
+            if (nclose == MAINT_BATCH || nleak == MAINT_BATCH)
+                continue;
+        }
+        struct timespec ts = clock_abs_timespec(clock_now_us() + tick);
+        pthread_cond_timedwait(&pool->maint_cond, &pool->lock, &ts);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
+}

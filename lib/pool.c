@@ -1,0 +1,668 @@
+/*
+ * pool.c - the pool: create and destroy, borrow and return, and the lock.
+ *
+ * One mutex guards the pool's state.  Idle connections sit on a LIFO list
+ * (hot ones are reused, cold ones age out at the tail); blocked callers sit on
+ * a FIFO queue and a connection that becomes available is handed straight to
+ * the longest waiter, so one return wakes exactly one thread and a newcomer
+ * can never barge ahead.  All I/O (validation, rollback, reset, close) runs
+ * with the lock released, on a connection the calling thread has claimed.
+ */
+#include "pool_internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool pool_is_live(const pool_t *pool)
+{
+    return pool && pool->magic == POOL_MAGIC;
+}
+
+int pool_max_total(const pool_t *pool)
+{
+    return pool->cfg.max_size + pool->cfg.max_overflow;
+}
+
+/* Every entry point calls this first, under the lock: a pool used for the
+   first time in a forked child drops what it inherited. */
+void pool_enter_locked(pool_t *pool)
+{
+    if (pool->fork_gen != fork_generation())
+        fork_reset_locked(pool);
+}
+
+/* ---- idle list ---------------------------------------------------------- */
+
+static void idle_push_locked(pool_t *pool, pool_conn_t *c, int64_t now_us)
+{
+    c->state = CONN_IDLE;
+    c->idle_since_us = now_us;
+    c->prev = NULL;
+    c->next = pool->idle_head;
+    if (pool->idle_head)
+        pool->idle_head->prev = c;
+    else
+        pool->idle_tail = c;
+    pool->idle_head = c;
+    pool->nidle++;
+}
+
+void pool_idle_remove_locked(pool_t *pool, pool_conn_t *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        pool->idle_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        pool->idle_tail = c->prev;
+    c->prev = c->next = NULL;
+    pool->nidle--;
+}
+
+/* ---- closing ------------------------------------------------------------ */
+
+/* Forgets c and returns its PGconn for the caller to pass to
+   pool_finish_closes() once the lock is released.  The backend still counts
+   against max_size + max_overflow (nclosing) until it is really closed. */
+PGconn *pool_detach_locked(pool_t *pool, pool_conn_t *c)
+{
+    if (c->state == CONN_IDLE)
+        pool_idle_remove_locked(pool, c);
+    conn_map_remove(&pool->map, c->pg);
+    PGconn *pg = c->pg;
+    free(c);
+    pool->nopen--;
+    pool->nclosing++;
+    pool->stats.closed++;
+    return pg;
+}
+
+/* Closes what pool_detach_locked() gave out, then frees the slots.  graceful:
+   the connection is healthy, so wait (up to connect_timeout_ms) until the
+   server has ended the backend; a broken one is just dropped. */
+void pool_finish_closes(pool_t *pool, PGconn **pgs, int n, bool graceful)
+{
+    if (n == 0)
+        return;
+    int64_t deadline = clock_now_us() + (int64_t)pool->cfg.connect_timeout_ms * 1000;
+    for (int i = 0; i < n; i++) {
+        if (graceful)
+            conn_close_and_wait(pgs[i], deadline);
+        else
+            conn_close(pgs[i]);
+    }
+    pthread_mutex_lock(&pool->lock);
+    pool->nclosing -= n;
+    pool_wake_workers_locked(pool);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+/* ---- demand for new connections ----------------------------------------- */
+
+/* How many more connections the workers should open now: enough for min_size
+   and for every waiter no attempt is already under way for, within the room
+   left under max_size + max_overflow. */
+int pool_connect_demand_locked(const pool_t *pool)
+{
+    if (pool->closed)
+        return 0;
+    int room = pool_max_total(pool) - pool->nopen - pool->nconnecting - pool->nclosing;
+    int for_min = pool->cfg.min_size - pool->nopen - pool->nconnecting;
+    int for_waiters = pool->waiters.len - pool->nconnecting;
+    int want = for_min > for_waiters ? for_min : for_waiters;
+    return want < room ? want : room;
+}
+
+void pool_wake_workers_locked(pool_t *pool)
+{
+    int demand = pool_connect_demand_locked(pool);
+    if (demand == 1)
+        pthread_cond_signal(&pool->work_cond);
+    else if (demand > 1)
+        pthread_cond_broadcast(&pool->work_cond);
+}
+
+/* ---- making a connection available -------------------------------------- */
+
+/* c (open, validated or new, not on any list) goes to the longest waiter, else
+   to the idle list, else - above max_size with nobody waiting - it is closed.
+   Returns the PGconn to close, or NULL. */
+PGconn *pool_make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us)
+{
+    if (pool->closed)
+        return pool_detach_locked(pool, c);
+    pool_waiter_t *w = waitq_pop_front(&pool->waiters);
+    if (w) {
+        c->state = CONN_CHECKING;
+        c->idle_since_us = now_us;
+        w->conn = c;
+        pthread_cond_signal(&w->cond);
+        return NULL;
+    }
+    if (pool->nopen > pool->cfg.max_size)
+        return pool_detach_locked(pool, c);
+    idle_push_locked(pool, c, now_us);
+    return NULL;
+}
+
+static bool past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us)
+{
+    return pool->cfg.max_lifetime_ms > 0 &&
+           now_us - c->created_us >= (int64_t)pool->cfg.max_lifetime_ms * 1000;
+}
+
+/* ---- create and destroy ------------------------------------------------- */
+
+static void fail_create(char *errbuf, size_t errlen, pool_err_t code, const char *msg)
+{
+    pool_set_error_msg(code, msg);
+    if (errbuf && errlen > 0)
+        snprintf(errbuf, errlen, "%s", msg);
+}
+
+static void pool_free(pool_t *pool)
+{
+    pthread_cond_destroy(&pool->work_cond);
+    pthread_cond_destroy(&pool->maint_cond);
+    pthread_cond_destroy(&pool->drain_cond);
+    pthread_condattr_destroy(&pool->cond_attr);
+    pthread_mutex_destroy(&pool->lock);
+    conn_map_free(&pool->map);
+    free(pool->conninfo);
+    free(pool->reset_query);
+    free(pool->password);
+    pool->magic = POOL_MAGIC_DEAD;
+    free(pool);
+}
+
+static pool_t *pool_alloc(const pool_config_t *cfg)
+{
+    pool_t *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return NULL;
+    pool->cfg = *cfg;
+    pool->conninfo = strdup(cfg->conninfo);
+    pool->reset_query = cfg->reset_query ? strdup(cfg->reset_query) : NULL;
+    pool->password = pool_password_of(cfg->conninfo);
+    pool->cfg.conninfo = pool->conninfo;
+    pool->cfg.reset_query = pool->reset_query;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_condattr_init(&pool->cond_attr);
+    pthread_condattr_setclock(&pool->cond_attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool->work_cond, &pool->cond_attr);
+    pthread_cond_init(&pool->maint_cond, &pool->cond_attr);
+    pthread_cond_init(&pool->drain_cond, &pool->cond_attr);
+    atomic_init(&pool->stopping, false);
+    pool->fork_gen = fork_generation();
+    pool->magic = POOL_MAGIC;
+    /* Room for every live connection plus as many inherited across a fork. */
+    if (!pool->conninfo || (cfg->reset_query && !pool->reset_query) ||
+        conn_map_init(&pool->map, 2 * (size_t)pool_max_total(pool)) != POOL_OK) {
+        pool_free(pool);
+        return NULL;
+    }
+    return pool;
+}
+
+/* Adds a newly opened connection; the caller then makes it available. */
+pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now_us)
+{
+    memset(c, 0, sizeof *c);
+    c->pg = pg;
+    c->created_us = now_us;
+    c->state = CONN_CHECKING;
+    c->fork_gen = pool->fork_gen;
+    conn_map_insert(&pool->map, c);
+    pool->nopen++;
+    pool->stats.connects++;
+    pool->connect_failing = false;
+    pool->backoff_us = 0;
+    return c;
+}
+
+/* Opens one connection in the calling thread and adds it to the pool. */
+static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
+{
+    PGconn *pg = conn_open(pool, err, errlen);
+    if (!pg)
+        return POOL_ECONNECT;
+    pool_conn_t *c = malloc(sizeof *c);
+    if (!c) {
+        conn_close(pg);
+        snprintf(err, errlen, "out of memory");
+        return POOL_ENOMEM;
+    }
+    pthread_mutex_lock(&pool->lock);
+    int64_t now = clock_now_us();
+    PGconn *excess = pool_make_available_locked(pool, conn_track_locked(pool, c, pg, now), now);
+    pthread_mutex_unlock(&pool->lock);
+    if (excess)
+        pool_finish_closes(pool, &excess, 1, true);
+    return POOL_OK;
+}
+
+pool_t *pool_create(const pool_config_t *cfg, char *errbuf, size_t errlen)
+{
+    char msg[POOL_MSG_LEN];
+    if (config_validate(cfg, msg, sizeof msg) != POOL_OK) {
+        fail_create(errbuf, errlen, POOL_EINVAL, msg);
+        return NULL;
+    }
+    pool_t *pool = pool_alloc(cfg);
+    if (!pool) {
+        fail_create(errbuf, errlen, POOL_ENOMEM, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < cfg->min_size; i++) {
+        pool_err_t rc = open_one(pool, msg, sizeof msg);
+        if (rc == POOL_OK)
+            continue;
+        if (i == 0) {
+            pool_destroy(pool);
+            fail_create(errbuf, errlen, rc, msg);
+            return NULL;
+        }
+        pthread_mutex_lock(&pool->lock);
+        pool->stats.connect_errors++;
+        pthread_mutex_unlock(&pool->lock);
+        pool_log(pool, POOL_LOG_WARN, "%s; opening the rest of min_size in the background", msg);
+        break;
+    }
+    if (pool_start_threads(pool) != 0) {
+        pool_destroy(pool);
+        fail_create(errbuf, errlen, POOL_ENOMEM, "could not start the pool's background threads");
+        return NULL;
+    }
+    fork_register(pool);
+    return pool;
+}
+
+/* Starts the maintenance thread and the connect workers with every signal
+   blocked, so the application's signal handlers run on its own threads. */
+int pool_start_threads(pool_t *pool)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&pool->maint_thread, NULL, maint_main, pool);
+    int started = 0;
+    for (; rc == 0 && started < POOL_CONNECT_WORKERS; started++)
+        rc = pthread_create(&pool->workers[started], NULL, connect_worker_main, pool);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0 && started > 0) {
+        /* Some started: stop and join them before reporting failure. */
+        pthread_mutex_lock(&pool->lock);
+        pool->closed = true;
+        pthread_cond_broadcast(&pool->work_cond);
+        pthread_cond_broadcast(&pool->maint_cond);
+        pthread_mutex_unlock(&pool->lock);
+        pthread_join(pool->maint_thread, NULL);
+        for (int i = 0; i < started - 1; i++)
+            pthread_join(pool->workers[i], NULL);
+        return rc;
+    }
+    pool->threads_started = rc == 0;
+    return rc;
+}
+
+void pool_destroy(pool_t *pool)
+{
+    if (!pool_is_live(pool))
+        return;
+    fork_unregister(pool);
+
+    pthread_mutex_lock(&pool->lock);
+    pool_enter_locked(pool);
+    pool->closed = true;
+    atomic_store(&pool->stopping, true);
+    for (pool_waiter_t *w = pool->waiters.head; w; w = w->next)
+        pthread_cond_signal(&w->cond);
+    pthread_cond_broadcast(&pool->work_cond);
+    pthread_cond_broadcast(&pool->maint_cond);
+    while (pool->ncalls > 0)
+        pthread_cond_wait(&pool->drain_cond, &pool->lock);
+    bool joined = pool->threads_started;
+    pool->threads_started = false;
+    pthread_mutex_unlock(&pool->lock);
+
+    if (joined) {
+        pthread_join(pool->maint_thread, NULL);
+        for (int i = 0; i < POOL_CONNECT_WORKERS; i++)
+            pthread_join(pool->workers[i], NULL);
+    }
+
+    /* Only this thread is left: close everything. */
+    int64_t now = clock_now_us();
+    int64_t deadline = now + (int64_t)pool->cfg.connect_timeout_ms * 1000;
+    for (size_t i = 0; i <= pool->map.mask; i++) {
+        pool_conn_t *c = pool->map.slots[i];
+        if (!c)
+            continue;
+        if (conn_inherited(pool, c)) {
+            conn_drop_silently(c->pg);
+        } else {
+            if (c->state != CONN_IDLE)
+                pool_log(pool, POOL_LOG_WARN,
+                         "connection leaked: still checked out at pool_destroy after %lld ms",
+                         (long long)((now - c->checkout_us) / 1000));
+            conn_close_and_wait(c->pg, deadline);
+        }
+        free(c);
+    }
+    pool_free(pool);
+}
+
+/* ---- borrowing ---------------------------------------------------------- */
+
+static void set_timeout_error_locked(const pool_t *pool, int timeout_ms)
+{
+    bool failing = pool->connect_failing;
+    pool_set_error(POOL_ETIMEDOUT,
+                   "timed out after %d ms waiting for a connection (%d open, %d in use, %d waiting)%s%.380s",
+                   timeout_ms, pool->nopen, pool->nopen - pool->nidle, pool->waiters.len,
+                   failing ? "; last connection error: " : "", failing ? pool->last_error : "");
+}
+
+/* Blocks on w until it is handed a connection, failed, the pool closes or the
+   deadline passes.  Returns with w out of the queue. */
+static void wait_in_line_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_us)
+{
+    struct timespec ts = clock_abs_timespec(deadline_us);
+    pool->nwaiting++;
+    while (!w->conn && w->err == POOL_OK && !pool->closed) {
+        int rc = deadline_us == INT64_MAX ? pthread_cond_wait(&w->cond, &pool->lock)
+                                          : pthread_cond_timedwait(&w->cond, &pool->lock, &ts);
+        if (rc == ETIMEDOUT)
+            break;
+    }
+    waitq_remove(&pool->waiters, w);
+    pool->nwaiting--;
+}
+
+/* Claims a connection for the caller: an idle one, or one handed over after
+   waiting in line.  On failure returns the code with this thread's error set.
+   *at_front: the caller already stood in line (and lost the connection it was
+   handed to validation): it goes back to the front, not the back. */
+static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_us,
+                               int timeout_ms, bool *at_front, pool_conn_t **out)
+{
+    for (;;) {
+        if (pool->closed) {
+            pool_set_error(POOL_ECLOSED, "pool is closed");
+            return POOL_ECLOSED;
+        }
+        pool_conn_t *c = pool->idle_head;
+        if (c) {
+            pool_idle_remove_locked(pool, c);
+            c->state = CONN_CHECKING;
+            *out = c;
+            return POOL_OK;
+        }
+        /* Even while connects fail, a caller waits in line: the next attempt
+           (at most a backoff away) either serves it or fails it at once with
+           libpq's reason when nothing checked out could come back. */
+        int64_t now = clock_now_us();
+        if (now >= deadline_us) {
+            set_timeout_error_locked(pool, timeout_ms);
+            return POOL_ETIMEDOUT;
+        }
+        if (pool->cfg.max_waiting > 0 && pool->waiters.len >= pool->cfg.max_waiting) {
+            pool_set_error(POOL_EBUSY, "too many callers waiting for a connection (max_waiting %d)",
+                           pool->cfg.max_waiting);
+            return POOL_EBUSY;
+        }
+        w->conn = NULL;
+        w->err = POOL_OK;
+        if (*at_front)
+            waitq_push_front(&pool->waiters, w);
+        else
+            waitq_push_back(&pool->waiters, w);
+        *at_front = true; /* once in line, the caller keeps its place */
+        pool_wake_workers_locked(pool);
+        wait_in_line_locked(pool, w, deadline_us);
+        if (w->conn) {
+            c = w->conn;
+            w->conn = NULL;
+            if (pool->closed) { /* handed over just before the close: give it back */
+                idle_push_locked(pool, c, now);
+                continue;
+            }
+            *out = c;
+            return POOL_OK;
+        }
+        if (w->err != POOL_OK) {
+            pool_set_error_msg(w->err, pool->last_error);
+            return w->err;
+        }
+    }
+}
+
+/* Finishes a getconn call under the lock: statistics and the drain count. */
+static void getconn_done_locked(pool_t *pool, pool_err_t rc, int64_t start_us, int64_t end_us)
+{
+    uint64_t waited = (uint64_t)(end_us - start_us);
+    pool->stats.wait_us_total += waited;
+    if (waited > pool->stats.wait_us_max)
+        pool->stats.wait_us_max = waited;
+    if (rc == POOL_OK)
+        pool->stats.acquired++;
+    else if (rc == POOL_ETIMEDOUT)
+        pool->stats.acquire_timeouts++;
+    else
+        pool->stats.acquire_errors++;
+    if (--pool->ncalls == 0 && pool->closed)
+        pthread_cond_broadcast(&pool->drain_cond);
+}
+
+PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
+{
+    if (!pool_is_live(pool)) {
+        pool_set_error(POOL_EINVAL, "pool is NULL or not a live pool");
+        return NULL;
+    }
+    int64_t start = clock_now_us();
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : start + (int64_t)timeout_ms * 1000;
+    pool_waiter_t w = {0};
+    bool cond_ready = false, at_front = false;
+    pool_err_t rc;
+    pool_conn_t *c = NULL;
+
+    pthread_mutex_lock(&pool->lock);
+    pool_enter_locked(pool);
+    pool->ncalls++;
+    for (;;) {
+        if (!cond_ready && !pool->idle_head) {
+            pthread_cond_init(&w.cond, &pool->cond_attr);
+            cond_ready = true;
+        }
+        rc = claim_locked(pool, &w, deadline, timeout_ms, &at_front, &c);
+        if (rc != POOL_OK)
+            break;
+        int64_t now = clock_now_us();
+        if (past_lifetime(pool, c, now)) {
+            PGconn *old = pool_detach_locked(pool, c);
+            pool->stats.closed_lifetime++;
+            pool_wake_workers_locked(pool);
+            pthread_mutex_unlock(&pool->lock);
+            pool_finish_closes(pool, &old, 1, true);
+            pthread_mutex_lock(&pool->lock);
+            continue;
+        }
+        bool ping = pool->cfg.pre_ping &&
+                    now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000;
+        pthread_mutex_unlock(&pool->lock);
+
+        conn_health_t health = conn_check_nowait(c->pg, pool->cfg.pre_ping);
+        bool alive = health != CONN_DEAD;
+        ping = ping || health == CONN_SUSPECT;
+        if (alive && ping) {
+            int64_t ping_deadline = now + (int64_t)pool->cfg.connect_timeout_ms * 1000;
+            alive = conn_exec_bounded(c->pg, "", ping_deadline < deadline ? ping_deadline : deadline);
+        }
+
+        pthread_mutex_lock(&pool->lock);
+        if (ping)
+            pool->stats.pings++;
+        if (alive)
+            break;
+        PGconn *dead = pool_detach_locked(pool, c);
+        pool->stats.closed_broken++;
+        pool_wake_workers_locked(pool);
+        pthread_mutex_unlock(&pool->lock);
+        pool_finish_closes(pool, &dead, 1, false);
+        pthread_mutex_lock(&pool->lock);
+    }
+
+    int64_t end = clock_now_us();
+    if (rc == POOL_OK) {
+        c->state = CONN_IN_USE;
+        c->checkout_us = end;
+        c->leak_reported = false;
+    }
+    getconn_done_locked(pool, rc, start, end);
+    pthread_mutex_unlock(&pool->lock);
+    if (cond_ready)
+        pthread_cond_destroy(&w.cond);
+    return rc == POOL_OK ? c->pg : NULL;
+}
+
+PGconn *pool_getconn(pool_t *pool)
+{
+    if (!pool_is_live(pool)) {
+        pool_set_error(POOL_EINVAL, "pool is NULL or not a live pool");
+        return NULL;
+    }
+    return pool_getconn_timeout(pool, pool->cfg.acquire_timeout_ms);
+}
+
+/* ---- returning ---------------------------------------------------------- */
+
+/* Whether a returned connection can be reused at all (a transaction left open
+   can: it is rolled back). */
+static bool returnable(PGconn *pg)
+{
+    PGTransactionStatusType ts = PQtransactionStatus(pg);
+    return PQstatus(pg) == CONNECTION_OK && PQpipelineStatus(pg) == PQ_PIPELINE_OFF &&
+           (ts == PQTRANS_IDLE || ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) && !PQisBusy(pg);
+}
+
+/* Rolls back and resets c outside the lock (the caller holds it on entry and
+   on return).  False when the connection must be closed. */
+static bool clean_for_reuse_unlocked_io(pool_t *pool, pool_conn_t *c, bool rollback, int64_t now)
+{
+    c->state = CONN_RETURNING;
+    pool->ncalls++;
+    pthread_mutex_unlock(&pool->lock);
+    int64_t deadline = now + (int64_t)pool->cfg.connect_timeout_ms * 1000;
+    bool rolled_back = rollback && conn_exec_bounded(c->pg, "ROLLBACK", deadline);
+    bool ok = rollback ? rolled_back : true;
+    if (ok && pool->reset_query)
+        ok = conn_exec_bounded(c->pg, pool->reset_query, deadline);
+    pthread_mutex_lock(&pool->lock);
+    if (rolled_back)
+        pool->stats.rollbacks++;
+    if (--pool->ncalls == 0 && pool->closed)
+        pthread_cond_broadcast(&pool->drain_cond);
+    return ok;
+}
+
+static int return_conn(pool_t *pool, PGconn *pg, bool discard)
+{
+    if (!pool_is_live(pool)) {
+        pool_set_error(POOL_EINVAL, "pool is NULL or not a live pool");
+        return POOL_EINVAL;
+    }
+    if (!pg) {
+        pool_set_error(POOL_EINVAL, "connection is NULL");
+        return POOL_EINVAL;
+    }
+    pthread_mutex_lock(&pool->lock);
+    pool_enter_locked(pool);
+    pool_conn_t *c = conn_map_find(&pool->map, pg);
+    if (!c || c->state != CONN_IN_USE) {
+        pthread_mutex_unlock(&pool->lock);
+        pool_set_error(POOL_EINVAL, c ? "connection was already returned to this pool"
+                                      : "connection was not handed out by this pool");
+        return POOL_EINVAL;
+    }
+    int64_t now = clock_now_us();
+    pool->stats.hold_us_total += (uint64_t)(now - c->checkout_us);
+    if (conn_inherited(pool, c)) { /* borrowed before a fork(): the parent still uses it */
+        conn_map_remove(&pool->map, pg);
+        free(c);
+        pthread_mutex_unlock(&pool->lock);
+        conn_drop_silently(pg);
+        return POOL_OK;
+    }
+
+    PGconn *to_close = NULL;
+    bool broken = false;
+    if (discard) {
+        to_close = pool_detach_locked(pool, c);
+    } else if (!returnable(pg)) {
+        to_close = pool_detach_locked(pool, c);
+        pool->stats.closed_broken++;
+        broken = true;
+    } else {
+        PGTransactionStatusType ts = PQtransactionStatus(pg);
+        bool rollback = ts != PQTRANS_IDLE;
+        if ((rollback || pool->reset_query) && !clean_for_reuse_unlocked_io(pool, c, rollback, now)) {
+            to_close = pool_detach_locked(pool, c);
+            pool->stats.closed_broken++;
+            broken = true;
+        } else {
+            if (rollback || pool->reset_query)
+                now = clock_now_us();
+            if (past_lifetime(pool, c, now)) {
+                to_close = pool_detach_locked(pool, c);
+                pool->stats.closed_lifetime++;
+            } else {
+                to_close = pool_make_available_locked(pool, c, now);
+            }
+        }
+    }
+    pool_wake_workers_locked(pool);
+    pthread_mutex_unlock(&pool->lock);
+    if (to_close)
+        pool_finish_closes(pool, &to_close, 1, !broken);
+    return POOL_OK;
+}
+
+int pool_putconn(pool_t *pool, PGconn *conn)
+{
+    return return_conn(pool, conn, false);
+}
+
+int pool_discard(pool_t *pool, PGconn *conn)
+{
+    return return_conn(pool, conn, true);
+}
+
+/* ---- statistics ----------------------------------------------------------- */
+
+int pool_get_stats(pool_t *pool, pool_stats_t *out)
+{
+    if (!pool_is_live(pool) || !out) {
+        pool_set_error(POOL_EINVAL, pool_is_live(pool) ? "stats output is NULL"
+                                                       : "pool is NULL or not a live pool");
+        return POOL_EINVAL;
+    }
+    pthread_mutex_lock(&pool->lock);
+    pool_enter_locked(pool);
+    *out = pool->stats;
+    out->total = pool->nopen;
+    out->idle = pool->nidle;
+    out->in_use = pool->nopen - pool->nidle;
+    out->connecting = pool->nconnecting;
+    out->waiting = pool->nwaiting;
+    out->min_size = pool->cfg.min_size;
+    out->max_size = pool->cfg.max_size;
+    out->max_overflow = pool->cfg.max_overflow;
+    pthread_mutex_unlock(&pool->lock);
+    return POOL_OK;
+}

@@ -1,0 +1,181 @@
+/*
+ * pool_internal.h - what the files of lib/ share, and which lock guards what.
+ *
+ * Everything of the pool's state is guarded by pool->lock unless a comment
+ * says otherwise.  No lock is ever held while doing network I/O.
+ */
+#ifndef POOL_INTERNAL_H
+#define POOL_INTERNAL_H
+
+#include "pgpool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#define POOL_MAGIC 0x706f6f6cu      /* "pool" */
+#define POOL_MAGIC_DEAD 0xdeadb00fu
+#define POOL_MSG_LEN 512
+#define POOL_CONNECT_WORKERS 2      /* bound on connection attempts in flight */
+#define POOL_BACKOFF_MIN_US 10000   /* first retry after a failed connect */
+#define POOL_BACKOFF_MAX_US 1000000 /* retries never wait longer than this */
+#define POOL_MAX_CONNECTIONS 100000 /* sanity bound on max_size + max_overflow */
+
+/* Where a connection is.  Each pool_conn_t is in exactly one state. */
+typedef enum conn_state {
+    CONN_IDLE,      /* on the idle list */
+    CONN_CHECKING,  /* taken by pool_getconn, being validated or handed to a waiter */
+    CONN_IN_USE,    /* owned by a borrower */
+    CONN_RETURNING, /* inside pool_putconn: rollback or reset running */
+} conn_state_t;
+
+/* One open connection: all of its bookkeeping lives here, in one place. */
+typedef struct pool_conn {
+    PGconn *pg;
+    conn_state_t state;              /* guarded by pool->lock */
+    struct pool_conn *prev, *next;   /* idle list links; guarded by pool->lock */
+    int64_t created_us;              /* immutable after open */
+    int64_t idle_since_us;           /* guarded by pool->lock */
+    int64_t checkout_us;             /* guarded by pool->lock */
+    bool leak_reported;              /* guarded by pool->lock */
+    unsigned fork_gen;               /* fork generation it was opened in: another one means it
+                                        was inherited across fork() and must be dropped silently */
+} pool_conn_t;
+
+/* A caller blocked in pool_getconn; lives on that caller's stack. */
+typedef struct pool_waiter {
+    pthread_cond_t cond;             /* signalled on hand-off, error or close */
+    pool_conn_t *conn;               /* handed-over connection; guarded by pool->lock */
+    pool_err_t err;                  /* set when woken to fail; guarded by pool->lock */
+    struct pool_waiter *prev, *next; /* queue links; guarded by pool->lock */
+    bool queued;                     /* guarded by pool->lock */
+} pool_waiter_t;
+
+/* Open-addressing map from PGconn* to its pool_conn_t, for O(1) returns. */
+typedef struct conn_map {
+    pool_conn_t **slots;             /* NULL = empty */
+    size_t mask;                     /* capacity - 1; capacity is a power of two */
+} conn_map_t;
+
+typedef struct pool_waitq {
+    pool_waiter_t *head, *tail;
+    int len;
+} pool_waitq_t;
+
+struct pool {
+    unsigned magic;                  /* POOL_MAGIC while alive; written only by create/destroy */
+    pool_config_t cfg;               /* immutable after create (strings owned) */
+    char *conninfo;                  /* owned copy; immutable */
+    char *reset_query;               /* owned copy or NULL; immutable */
+    char *password;                  /* from conninfo, to scrub messages; immutable */
+
+    pthread_mutex_t lock;            /* guards everything below */
+    pthread_cond_t work_cond;        /* connect workers wait here for demand */
+    pthread_cond_t maint_cond;       /* maintenance thread sleeps here */
+    pthread_cond_t drain_cond;       /* pool_destroy waits here for callers to leave */
+    pthread_condattr_t cond_attr;    /* CLOCK_MONOTONIC, for every condition variable */
+
+    conn_map_t map;                  /* every open connection; guarded by lock */
+    pool_conn_t *idle_head;          /* LIFO: head = most recently returned; guarded by lock */
+    pool_conn_t *idle_tail;          /* oldest idle; guarded by lock */
+    pool_waitq_t waiters;            /* FIFO of blocked callers; guarded by lock */
+
+    int nidle;                       /* guarded by lock */
+    int nopen;                       /* idle + checking + in use + returning; guarded by lock */
+    int nconnecting;                 /* attempts in flight; guarded by lock */
+    int nclosing;                    /* closes in flight (still hold a backend); guarded by lock */
+    int nwaiting;                    /* callers blocked in getconn; guarded by lock */
+    int ncalls;                      /* callers inside getconn/putconn; guarded by lock */
+    bool closed;                     /* pool_destroy began; guarded by lock */
+    atomic_bool stopping;            /* mirrors closed, read without the lock by I/O loops */
+
+    bool connect_failing;            /* the last attempt failed; guarded by lock */
+    int64_t backoff_us;              /* current retry delay; guarded by lock */
+    int64_t backoff_until_us;        /* no attempt before this; guarded by lock */
+    char last_error[POOL_MSG_LEN];   /* last connect failure, scrubbed; guarded by lock */
+
+    unsigned fork_gen;               /* fork generation the state belongs to; guarded by lock */
+    pthread_t maint_thread;          /* started by create/fork reset, joined by destroy */
+    pthread_t workers[POOL_CONNECT_WORKERS];
+    bool threads_started;            /* guarded by lock */
+
+    pool_stats_t stats;              /* counters; gauges are filled in at snapshot; guarded by lock */
+    struct pool *registry_next;      /* guarded by the registry lock (fork.c) */
+};
+
+/* clock.c */
+int64_t clock_now_us(void);
+struct timespec clock_abs_timespec(int64_t deadline_us);
+int clock_poll_timeout_ms(int64_t deadline_us, int64_t now_us, int slice_ms);
+
+/* error.c */
+void pool_set_error(pool_err_t code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void pool_set_error_msg(pool_err_t code, const char *msg);
+void pool_log(const pool_t *pool, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void pool_scrub(const pool_t *pool, char *msg);
+void pool_copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg);
+char *pool_password_of(const char *conninfo);
+
+/* config.c */
+int config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen);
+
+/* conn.c: opening, validating and resetting one connection, all outside the lock */
+PGconn *conn_open(pool_t *pool, char *err, size_t errlen);
+typedef enum conn_health {
+    CONN_DEAD,        /* closed, broken, busy or inside a transaction */
+    CONN_ALIVE,       /* nothing suggests otherwise */
+    CONN_SUSPECT,     /* the server sent something unasked: only a round trip can tell */
+} conn_health_t;
+conn_health_t conn_check_nowait(PGconn *pg, bool poll_socket);
+bool conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us);
+void conn_close(PGconn *pg);
+void conn_close_and_wait(PGconn *pg, int64_t deadline_us);
+void conn_drop_silently(PGconn *pg);
+
+/* conn_map.c */
+int conn_map_init(conn_map_t *map, size_t max_entries);
+void conn_map_free(conn_map_t *map);
+pool_conn_t *conn_map_find(const conn_map_t *map, const PGconn *pg);
+void conn_map_insert(conn_map_t *map, pool_conn_t *c);
+void conn_map_remove(conn_map_t *map, const PGconn *pg);
+
+/* waitq.c */
+void waitq_push_back(pool_waitq_t *q, pool_waiter_t *w);
+void waitq_push_front(pool_waitq_t *q, pool_waiter_t *w);
+pool_waiter_t *waitq_pop_front(pool_waitq_t *q);
+void waitq_remove(pool_waitq_t *q, pool_waiter_t *w);
+
+/* pool.c: shared by the background threads; all called with pool->lock held */
+int pool_max_total(const pool_t *pool);
+PGconn *pool_make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us);
+pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now_us);
+PGconn *pool_detach_locked(pool_t *pool, pool_conn_t *c);
+void pool_idle_remove_locked(pool_t *pool, pool_conn_t *c);
+int pool_connect_demand_locked(const pool_t *pool);
+void pool_wake_workers_locked(pool_t *pool);
+void pool_finish_closes(pool_t *pool, PGconn **pgs, int n, bool graceful); /* lock NOT held */
+int pool_start_threads(pool_t *pool);
+void pool_enter_locked(pool_t *pool);
+
+/* workers.c: connection attempts in the background */
+void *connect_worker_main(void *arg);
+void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t now_us);
+
+/* maint.c */
+void *maint_main(void *arg);
+
+
+/* fork.c */
+void fork_register(pool_t *pool);
+void fork_unregister(pool_t *pool);
+unsigned fork_generation(void);
+void fork_reset_locked(pool_t *pool);
+
+static inline bool conn_inherited(const pool_t *pool, const pool_conn_t *c)
+{
+    return c->fork_gen != pool->fork_gen;
+}
+
+#endif /* POOL_INTERNAL_H */

@@ -1,0 +1,91 @@
+/*
+ * workers.c - the threads that open connections in the background.
+ *
+ * A caller that finds no idle connection never connects itself: it queues
+ * and a worker opens one, which goes to the longest waiter (or to whoever is
+ * first when a borrowed one comes back sooner).  So a caller's deadline never
+ * depends on a connect, a connect that outlives its caller still serves the
+ * next one, and attempts in flight are bounded by the number of workers.
+ * After a failure the workers back off exponentially (10 ms doubling to 1 s),
+ * so a crowd of callers cannot storm a database that is recovering.
+ */
+#include "pool_internal.h"
+
+#include <stdlib.h>
+
+/* Records a failed attempt.  When nothing is open that could come back and no
+   other attempt is under way, every waiter fails now with libpq's reason
+   instead of waiting out its timeout. */
+void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t now_us)
+{
+    pool->stats.connect_errors++;
+    snprintf(pool->last_error, sizeof pool->last_error, "%s", msg);
+    pool->connect_failing = true;
+    pool->backoff_us = pool->backoff_us == 0 ? POOL_BACKOFF_MIN_US : pool->backoff_us * 2;
+    if (pool->backoff_us > POOL_BACKOFF_MAX_US)
+        pool->backoff_us = POOL_BACKOFF_MAX_US;
+    pool->backoff_until_us = now_us + pool->backoff_us;
+    if (pool->nopen > 0 || pool->nconnecting > 0)
+        return;
+    for (pool_waiter_t *w; (w = waitq_pop_front(&pool->waiters));) {
+        w->err = POOL_ECONNECT;
+        pthread_cond_signal(&w->cond);
+    }
+}
+
+/* One attempt, with the lock released around the I/O. */
+static void connect_once_locked(pool_t *pool)
+{
+    char err[POOL_MSG_LEN];
+    bool was_failing = pool->connect_failing;
+    pool->nconnecting++;
+    pthread_mutex_unlock(&pool->lock);
+
+    PGconn *pg = conn_open(pool, err, sizeof err);
+    pool_conn_t *c = pg ? malloc(sizeof *c) : NULL;
+    if (pg && !c) {
+        conn_close(pg);
+        pg = NULL;
+        snprintf(err, sizeof err, "could not open connection: out of memory");
+    }
+
+    pthread_mutex_lock(&pool->lock);
+    int64_t now = clock_now_us();
+    pool->nconnecting--;
+    PGconn *excess = NULL;
+    if (pg)
+        excess = pool_make_available_locked(pool, conn_track_locked(pool, c, pg, now), now);
+    else
+        workers_connect_failed_locked(pool, err, now);
+    bool stopping = pool->closed;
+    pthread_mutex_unlock(&pool->lock);
+
+    if (excess)
+        pool_finish_closes(pool, &excess, 1, true);
+    if (!pg && !was_failing && !stopping)
+        pool_log(pool, POOL_LOG_WARN, "%s; retrying with backoff", err);
+    else if (pg && was_failing)
+        pool_log(pool, POOL_LOG_INFO, "connections succeed again");
+    pthread_mutex_lock(&pool->lock);
+}
+
+void *connect_worker_main(void *arg)
+{
+    pool_t *pool = arg;
+    pthread_mutex_lock(&pool->lock);
+    while (!pool->closed) {
+        if (pool_connect_demand_locked(pool) <= 0) {
+            pthread_cond_wait(&pool->work_cond, &pool->lock);
+            continue;
+        }
+        int64_t now = clock_now_us();
+        if (pool->connect_failing && now < pool->backoff_until_us) {
+            struct timespec ts = clock_abs_timespec(pool->backoff_until_us);
+            pthread_cond_timedwait(&pool->work_cond, &pool->lock, &ts);
+            continue;
+        }
+        connect_once_locked(pool);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
+}

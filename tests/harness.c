@@ -1,0 +1,174 @@
+/*
+ * harness.c - helpers shared by the test files (see harness.h).
+ */
+#include "harness.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *dsn(void)
+{
+    const char *d = getenv("PGPOOL_TEST_DSN");
+    if (!d || !*d) {
+        fprintf(stderr, "PGPOOL_TEST_DSN is not set: run the tests through ctest\n");
+        exit(1);
+    }
+    return d;
+}
+
+const char *test_conninfo(const char *app)
+{
+    static _Thread_local char buf[8][1024];
+    static _Thread_local int next;
+    char *out = buf[next++ % 8];
+    snprintf(out, sizeof buf[0], "%s application_name=%s", dsn(), app);
+    return out;
+}
+
+void test_config(pool_config_t *cfg, const char *app)
+{
+    pool_config_init(cfg);
+    cfg->conninfo = test_conninfo(app);
+    cfg->min_size = 1;
+    cfg->max_size = 4;
+    cfg->acquire_timeout_ms = 5000;
+    cfg->connect_timeout_ms = 5000;
+}
+
+static PGconn *admin(void)
+{
+    PGconn *c = PQconnectdb(test_conninfo("pgpool_test_admin"));
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "admin connection failed: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+int test_query_int(PGconn *conn, const char *sql)
+{
+    PGresult *r = PQexec(conn, sql);
+    int v = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
+        v = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+int test_admin_int(const char *sql)
+{
+    PGconn *c = admin();
+    if (!c)
+        return -1;
+    int v = test_query_int(c, sql);
+    PQfinish(c);
+    return v;
+}
+
+int test_count_backends(const char *app)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s'", app);
+    return test_admin_int(sql);
+}
+
+int test_terminate_backends(const char *app)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+             "WHERE application_name = '%s'", app);
+    return test_admin_int(sql);
+}
+
+bool test_wait_backends(const char *app, int n, int timeout_ms)
+{
+    int64_t deadline = test_now_ms() + timeout_ms;
+    do {
+        if (test_count_backends(app) == n)
+            return true;
+        test_sleep_ms(10);
+    } while (test_now_ms() < deadline);
+    return false;
+}
+
+bool test_server_controllable(void)
+{
+    return getenv("PGPOOL_TEST_HARNESS") != NULL;
+}
+
+bool test_server(const char *cmd)
+{
+    const char *h = getenv("PGPOOL_TEST_HARNESS");
+    if (!h)
+        return false;
+    char line[1024];
+    snprintf(line, sizeof line, "%s %s", h, cmd);
+    return system(line) == 0;
+}
+
+int64_t test_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void test_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+bool test_wait_for(bool (*pred)(void *), void *arg, int timeout_ms)
+{
+    int64_t deadline = test_now_ms() + timeout_ms;
+    do {
+        if (pred(arg))
+            return true;
+        test_sleep_ms(2);
+    } while (test_now_ms() < deadline);
+    return pred(arg);
+}
+
+void test_log_cb(int level, const char *msg, void *arg)
+{
+    test_log_t *log = arg;
+    if (!log)
+        return;
+    pthread_mutex_lock(&log_lock);
+    log->lines++;
+    if (level <= POOL_LOG_WARN)
+        log->warnings++;
+    size_t n = strlen(log->text);
+    snprintf(log->text + n, sizeof log->text - n, "%d: %s\n", level, msg);
+    pthread_mutex_unlock(&log_lock);
+}
+
+bool test_log_contains(test_log_t *log, const char *needle)
+{
+    pthread_mutex_lock(&log_lock);
+    bool found = strstr(log->text, needle) != NULL;
+    pthread_mutex_unlock(&log_lock);
+    return found;
+}
+
+bool test_exec_ok(PGconn *conn, const char *sql)
+{
+    PGresult *r = PQexec(conn, sql);
+    ExecStatusType s = PQresultStatus(r);
+    PQclear(r);
+    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+int test_backend_pid(PGconn *conn)
+{
+    return PQbackendPID(conn);
+}

@@ -1,0 +1,71 @@
+/*
+ * harness.h - what every test file shares: the server under test, counting
+ * and killing backends, controlling the throwaway cluster, capturing logs.
+ *
+ * The server is named by PGPOOL_TEST_DSN (set by CTest to the cluster its
+ * fixture started; point it at any other server to run the suite there).
+ * Tests that stop or restart the server need PGPOOL_TEST_HARNESS too.
+ */
+#ifndef PGPOOL_TEST_HARNESS_H
+#define PGPOOL_TEST_HARNESS_H
+
+#include <pgpool.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* The DSN of the server, with application_name=app appended.  Static buffer
+   per call site is not needed: returns a malloc'd string freed at exit. */
+const char *test_conninfo(const char *app);
+
+/* A config with test-friendly defaults: conninfo for app, min 1, max 4. */
+void test_config(pool_config_t *cfg, const char *app);
+
+/* Backends in pg_stat_activity with this application_name. */
+int test_count_backends(const char *app);
+
+/* pg_terminate_backend() on every backend of app; returns how many. */
+int test_terminate_backends(const char *app);
+
+/* Runs sql on a fresh admin connection; returns the first value as int (or -1). */
+int test_admin_int(const char *sql);
+
+/* Waits (polling, with a deadline) until count_backends(app) == n. */
+bool test_wait_backends(const char *app, int n, int timeout_ms);
+
+/* Controls the throwaway cluster: "stop", "kill", "restart".  False (and the
+   test skips) when PGPOOL_TEST_HARNESS is not set. */
+bool test_server(const char *cmd);
+bool test_server_controllable(void);
+
+/* Monotonic milliseconds. */
+int64_t test_now_ms(void);
+void test_sleep_ms(int ms);
+
+/* Waits (polling every ms, up to timeout_ms) until pred(arg) is true. */
+bool test_wait_for(bool (*pred)(void *), void *arg, int timeout_ms);
+
+/* A log sink for on_log: counts lines and keeps them for grepping. */
+typedef struct test_log {
+    int lines;
+    int warnings;
+    char text[16384];
+} test_log_t;
+void test_log_cb(int level, const char *msg, void *arg);
+bool test_log_contains(test_log_t *log, const char *needle);
+
+/* Runs a query on conn; true when it succeeds. */
+bool test_exec_ok(PGconn *conn, const char *sql);
+/* The first column of the first row as an int, or -1. */
+int test_query_int(PGconn *conn, const char *sql);
+
+/* The backend pid of a borrowed connection. */
+int test_backend_pid(PGconn *conn);
+
+#define assert_pool_stats(pool, st) assert_int_equal(pool_get_stats((pool), (st)), POOL_OK)
+
+#endif

@@ -1,0 +1,195 @@
+/*
+ * test_threads.c - many threads at once: max_size + max_overflow never
+ * exceeded (by the pool's count and by the server's), stats consistent in
+ * every snapshot and adding up at the end.
+ */
+#include "harness.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#define NTHREADS 16
+#define MAX_SIZE 3
+#define MAX_OVERFLOW 2
+#define RUN_MS 2500
+
+typedef struct worker {
+    pool_t *pool;
+    atomic_bool *stop;
+    unsigned seed;
+    int acquired, timeouts, other_errors, bad_handouts;
+} worker_t;
+
+static void *work(void *arg)
+{
+    worker_t *w = arg;
+    while (!atomic_load(w->stop)) {
+        PGconn *c = pool_getconn_timeout(w->pool, (int)(rand_r(&w->seed) % 50));
+        if (!c) {
+            if (pool_errcode() == POOL_ETIMEDOUT)
+                w->timeouts++;
+            else
+                w->other_errors++;
+            continue;
+        }
+        w->acquired++;
+        if (PQstatus(c) != CONNECTION_OK || PQtransactionStatus(c) != PQTRANS_IDLE)
+            w->bad_handouts++;
+        switch (rand_r(&w->seed) % 10) {
+        case 0: /* leave a transaction open */
+            test_exec_ok(c, "BEGIN");
+            test_exec_ok(c, "SELECT 1");
+            pool_putconn(w->pool, c);
+            break;
+        case 1:
+            pool_discard(w->pool, c);
+            break;
+        case 2:
+            test_exec_ok(c, "SELECT pg_sleep(0.002)");
+            pool_putconn(w->pool, c);
+            break;
+        default:
+            if (test_query_int(c, "SELECT 1") != 1)
+                w->bad_handouts++;
+            pool_putconn(w->pool, c);
+        }
+    }
+    return NULL;
+}
+
+typedef struct sampler {
+    pool_t *pool;
+    const char *app;
+    atomic_bool *stop;
+    int samples, backend_samples, violations, max_backends;
+} sampler_t;
+
+static void *sample(void *arg)
+{
+    sampler_t *s = arg;
+    pool_stats_t prev = {0}, st;
+    while (!atomic_load(s->stop)) {
+        pool_get_stats(s->pool, &st);
+        s->samples++;
+        if (st.total != st.idle + st.in_use || st.total > MAX_SIZE + MAX_OVERFLOW ||
+            st.idle < 0 || st.in_use < 0 || st.waiting < 0 || st.connecting < 0 ||
+            st.acquired < prev.acquired || st.acquire_timeouts < prev.acquire_timeouts ||
+            st.connects < prev.connects || st.closed < prev.closed ||
+            st.rollbacks < prev.rollbacks || st.wait_us_total < prev.wait_us_total ||
+            st.hold_us_total < prev.hold_us_total || st.closed_broken > st.closed)
+            s->violations++;
+        prev = st;
+        if (s->samples % 10 == 0) {
+            int n = test_count_backends(s->app);
+            s->backend_samples++;
+            if (n > s->max_backends)
+                s->max_backends = n;
+        }
+        test_sleep_ms(1);
+    }
+    return NULL;
+}
+
+static void test_the_maximum_is_never_exceeded_and_stats_stay_consistent(void **state)
+{
+    pool_config_t cfg;
+    test_config(&cfg, "threads_stress");
+    cfg.min_size = 1;
+    cfg.max_size = MAX_SIZE;
+    cfg.max_overflow = MAX_OVERFLOW;
+    cfg.ping_idle_ms = 5;
+    pool_t *pool = pool_create(&cfg, NULL, 0);
+    assert_non_null(pool);
+
+    atomic_bool stop = false;
+    worker_t w[NTHREADS];
+    pthread_t t[NTHREADS], ts;
+    sampler_t s = {.pool = pool, .app = "threads_stress", .stop = &stop};
+    pthread_create(&ts, NULL, sample, &s);
+    for (int i = 0; i < NTHREADS; i++) {
+        w[i] = (worker_t){.pool = pool, .stop = &stop, .seed = (unsigned)i * 7919u + 1};
+        pthread_create(&t[i], NULL, work, &w[i]);
+    }
+    test_sleep_ms(RUN_MS);
+    atomic_store(&stop, true);
+    uint64_t acquired = 0, timeouts = 0;
+    for (int i = 0; i < NTHREADS; i++) {
+        pthread_join(t[i], NULL);
+        acquired += (uint64_t)w[i].acquired;
+        timeouts += (uint64_t)w[i].timeouts;
+        assert_int_equal(w[i].other_errors, 0);
+        assert_int_equal(w[i].bad_handouts, 0);
+    }
+    pthread_join(ts, NULL);
+
+    assert_true(s.samples > 50);
+    assert_true(s.backend_samples > 5);
+    assert_int_equal(s.violations, 0);
+    assert_true(s.max_backends <= MAX_SIZE + MAX_OVERFLOW);
+
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.acquired, acquired);
+    assert_int_equal(st.acquire_timeouts, timeouts);
+    assert_int_equal(st.acquire_errors, 0);
+    assert_int_equal(st.in_use, 0);
+    assert_int_equal(st.waiting, 0);
+    assert_int_equal(st.connects - st.closed, (uint64_t)st.total);
+    assert_true(st.rollbacks > 0);
+    assert_true(acquired > 100);
+    assert_true(st.total <= MAX_SIZE);
+    assert_true(test_count_backends("threads_stress") <= MAX_SIZE + MAX_OVERFLOW);
+    pool_destroy(pool);
+    assert_true(test_wait_backends("threads_stress", 0, 5000));
+}
+
+static void *cycle(void *arg)
+{
+    worker_t *w = arg;
+    for (int i = 0; i < 2000; i++) {
+        PGconn *c = pool_getconn_timeout(w->pool, -1);
+        if (!c) {
+            w->other_errors++;
+            continue;
+        }
+        w->acquired++;
+        pool_putconn(w->pool, c);
+    }
+    return NULL;
+}
+
+static void test_many_threads_cycling_all_get_served(void **state)
+{
+    pool_config_t cfg;
+    test_config(&cfg, "threads_cycle");
+    cfg.min_size = 2;
+    cfg.max_size = 2;
+    cfg.ping_idle_ms = 3600000;
+    pool_t *pool = pool_create(&cfg, NULL, 0);
+    worker_t w[8];
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++) {
+        w[i] = (worker_t){.pool = pool};
+        pthread_create(&t[i], NULL, cycle, &w[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].acquired, 2000);
+    }
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.acquired, 16000);
+    assert_int_equal(st.connects, 2);
+    assert_int_equal(st.idle, 2);
+    pool_destroy(pool);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_the_maximum_is_never_exceeded_and_stats_stay_consistent),
+        cmocka_unit_test(test_many_threads_cycling_all_get_served),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
