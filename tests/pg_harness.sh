@@ -5,6 +5,7 @@
 # system cluster.
 set -eu
 dir=$1 port=$2 cmd=$3
+cd /  # the postgres user may not be able to enter the caller's directory
 
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -x "$bindir/pg_ctl" ] || { echo "pg_harness: no PostgreSQL server binaries in /usr/lib/postgresql/*/bin" >&2; exit 1; }
