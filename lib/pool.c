@@ -471,6 +471,11 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
     bool cond_ready = false, at_front = false;
     pool_err_t rc;
     pool_conn_t *c = NULL;
+    /* The clock is read again only after something took time (waiting in
+       line, a round trip, a close): an idle connection handed out at once
+       costs one clock read, and its wait counts as zero. */
+    int64_t now = start;
+    bool clock_stale = false;
 
     pthread_mutex_lock(&pool->lock);
     pool_enter_locked(pool);
@@ -481,9 +486,13 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
             cond_ready = true;
         }
         rc = claim_locked(pool, &w, deadline, timeout_ms, &at_front, &c);
+        clock_stale = clock_stale || at_front;
         if (rc != POOL_OK)
             break;
-        int64_t now = clock_now_us();
+        if (clock_stale) {
+            now = clock_now_us();
+            clock_stale = false;
+        }
         if (past_lifetime(pool, c, now)) {
             PGconn *old = pool_detach_locked(pool, c);
             pool->stats.closed_lifetime++;
@@ -491,6 +500,7 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
             pthread_mutex_unlock(&pool->lock);
             pool_finish_closes(pool, &old, 1, true);
             pthread_mutex_lock(&pool->lock);
+            clock_stale = true;
             continue;
         }
         bool ping = pool->cfg.pre_ping &&
@@ -506,6 +516,7 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         }
 
         pthread_mutex_lock(&pool->lock);
+        clock_stale = clock_stale || ping;
         if (ping)
             pool->stats.pings++;
         if (alive)
@@ -516,9 +527,10 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         pthread_mutex_unlock(&pool->lock);
         pool_finish_closes(pool, &dead, 1, false);
         pthread_mutex_lock(&pool->lock);
+        clock_stale = true;
     }
 
-    int64_t end = clock_now_us();
+    int64_t end = clock_stale ? clock_now_us() : now;
     if (rc == POOL_OK) {
         c->state = CONN_IN_USE;
         c->checkout_us = end;
