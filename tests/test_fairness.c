@@ -75,26 +75,6 @@ static void test_waiters_are_served_in_arrival_order(void **state)
     pool_destroy(pool);
 }
 
-static void test_a_newcomer_never_takes_a_connection_from_a_waiter(void **state)
-{
-    pool_t *pool = one_connection_pool("fair_barging");
-    PGconn *held = pool_getconn(pool);
-    atomic_int seq = 0;
-    waiter_arg_t w = {.pool = pool, .served_seq = &seq, .served_at = -1};
-    pthread_t t;
-    pthread_create(&t, NULL, wait_then_return, &w);
-    assert_true(waiting_is(pool, 1));
-    pool_putconn(pool, held);
-    /* Handed straight to the waiter: nothing idle for a caller arriving now,
-       however fast it comes. */
-    PGconn *barger = pool_getconn_timeout(pool, 0);
-    assert_null(barger);
-    assert_int_equal(pool_errcode(), POOL_ETIMEDOUT);
-    pthread_join(t, NULL);
-    assert_int_equal(w.err, POOL_OK);
-    pool_destroy(pool);
-}
-
 typedef struct keeper {
     pool_t *pool;
     PGconn *conn;
@@ -107,6 +87,26 @@ static void *wait_and_keep(void *arg)
     k->conn = pool_getconn_timeout(k->pool, 20000);
     atomic_store(&k->done, true);
     return NULL;
+}
+
+static void test_a_newcomer_never_takes_a_connection_from_a_waiter(void **state)
+{
+    pool_t *pool = one_connection_pool("fair_barging");
+    PGconn *held = pool_getconn(pool);
+    keeper_t w = {.pool = pool};
+    pthread_t t;
+    pthread_create(&t, NULL, wait_and_keep, &w);
+    assert_true(waiting_is(pool, 1));
+    pool_putconn(pool, held);
+    /* Handed straight to the waiter: nothing idle for a caller arriving now,
+       however fast it comes, even before the waiter has woken up. */
+    PGconn *barger = pool_getconn_timeout(pool, 0);
+    assert_null(barger);
+    assert_int_equal(pool_errcode(), POOL_ETIMEDOUT);
+    pthread_join(t, NULL);
+    assert_ptr_equal(w.conn, held);
+    pool_putconn(pool, w.conn);
+    pool_destroy(pool);
 }
 
 static void test_one_return_serves_exactly_one_waiter(void **state)
