@@ -15,6 +15,12 @@
  * libpq's own rule: never use one PGconn from two threads at once.  Errors are
  * reported per thread through pool_errcode()/pool_errmsg(), like errno.
  *
+ * Connections.  Callers never open connections themselves: two background
+ * workers do (so at most two attempts are in flight), and a new connection goes
+ * to the longest waiting caller.  After a failed attempt they back off, from
+ * 10 ms doubling to 1 s.  A maintenance thread closes idle and old connections,
+ * refills to min_size and reports leaks.
+ *
  * Fork.  A child process that uses a pool inherited from its parent gets fresh
  * connections: the inherited ones are dropped without sending anything on
  * their sockets, so the parent's sessions are untouched.

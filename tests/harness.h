@@ -37,7 +37,8 @@ int test_admin_int(const char *sql);
 /* Waits (polling, with a deadline) until count_backends(app) == n. */
 bool test_wait_backends(const char *app, int n, int timeout_ms);
 
-/* Controls the throwaway cluster: "stop", "kill", "restart".  False (and the
+/* Controls the throwaway cluster: "stop", "kill", "restart", "pause" (the
+   postmaster stops answering new connections), "resume".  False (and the
    test skips) when PGPOOL_TEST_HARNESS is not set. */
 bool test_server(const char *cmd);
 bool test_server_controllable(void);

@@ -1,5 +1,5 @@
 #!/bin/sh
-# pg_harness.sh DIR PORT start|stop|kill|restart|destroy
+# pg_harness.sh DIR PORT start|stop|kill|restart|pause|resume|destroy
 # A throwaway PostgreSQL cluster for the tests: initdb into DIR, Unix socket in
 # DIR, fsync off, as the postgres user when run as root.  Never touches the
 # system cluster.
@@ -44,9 +44,11 @@ CONF
 stop) pg_ctl -m fast -w stop >/dev/null 2>&1 || true ;;
 kill) pg_ctl -m immediate -w stop >/dev/null 2>&1 || true ;;
 restart) start ;;
+pause) kill -STOP "$(head -n 1 "$dir/data/postmaster.pid")" ;;   # accepts, never answers
+resume) kill -CONT "$(head -n 1 "$dir/data/postmaster.pid")" ;;
 destroy)
     pg_ctl -m immediate -w stop >/dev/null 2>&1 || true
     rm -rf "$dir"
     ;;
-*) echo "usage: $0 DIR PORT start|stop|kill|restart|destroy" >&2; exit 2 ;;
+*) echo "usage: $0 DIR PORT start|stop|kill|restart|pause|resume|destroy" >&2; exit 2 ;;
 esac

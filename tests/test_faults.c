@@ -92,6 +92,17 @@ static void test_retries_back_off_instead_of_storming_the_database(void **state)
     pool_destroy(pool);
 }
 
+/* Teardown for tests that stop or pause the server: whatever failed, the
+   next test finds it running. */
+static int server_back_up(void **state)
+{
+    if (test_server_controllable()) {
+        test_server("resume");
+        test_server("restart 2>/dev/null"); /* fails harmlessly when it runs */
+    }
+    return 0;
+}
+
 static void test_timeout_message_names_the_last_connection_error(void **state)
 {
     if (!test_server_controllable())
@@ -250,14 +261,95 @@ static void test_backends_terminated_under_load_are_replaced(void **state)
     pool_destroy(pool);
 }
 
+static bool idle_is_one(void *arg)
+{
+    pool_stats_t st;
+    pool_get_stats(arg, &st);
+    return st.idle == 1;
+}
+
+static void test_a_caller_never_waits_past_its_deadline_for_a_hanging_connect(void **state)
+{
+    if (!test_server_controllable())
+        skip();
+    pool_config_t cfg;
+    test_config(&cfg, "faults_hang");
+    cfg.min_size = 0;
+    cfg.max_size = 2;
+    cfg.connect_timeout_ms = 4000;
+    pool_t *pool = pool_create(&cfg, NULL, 0);
+    assert_true(test_server("pause")); /* new connections hang in the handshake */
+    int64_t t0 = test_now_ms();
+    assert_null(pool_getconn_timeout(pool, 300));
+    int64_t elapsed = test_now_ms() - t0;
+    assert_int_equal(pool_errcode(), POOL_ETIMEDOUT);
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.connecting, 1); /* still trying, for the next caller */
+    assert_true(test_server("resume"));
+    assert_in_range(elapsed, 300, 1000);
+    /* The attempt that outlived its caller completes and waits, idle. */
+    assert_true(test_wait_for(idle_is_one, pool, 5000));
+    PGconn *c = pool_getconn_timeout(pool, 0);
+    assert_non_null(c);
+    assert_int_equal(test_query_int(c, "SELECT 1"), 1);
+    pool_putconn(pool, c);
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.connects, 1);
+    pool_destroy(pool);
+}
+
+static void test_destroy_does_not_wait_for_a_hanging_connect(void **state)
+{
+    if (!test_server_controllable())
+        skip();
+    pool_config_t cfg;
+    test_config(&cfg, "faults_hang_destroy");
+    cfg.min_size = 0;
+    cfg.connect_timeout_ms = 10000;
+    pool_t *pool = pool_create(&cfg, NULL, 0);
+    assert_true(test_server("pause"));
+    assert_null(pool_getconn_timeout(pool, 100)); /* leaves an attempt hanging */
+    int64_t t0 = test_now_ms();
+    pool_destroy(pool);
+    int64_t elapsed = test_now_ms() - t0;
+    assert_true(test_server("resume"));
+    assert_true(elapsed < 1000);
+    assert_true(test_wait_backends("faults_hang_destroy", 0, 5000));
+}
+
+static void test_no_message_or_log_line_shows_the_password(void **state)
+{
+    test_log_t log = {0};
+    pool_config_t cfg;
+    pool_config_init(&cfg);
+    cfg.conninfo = REFUSING " password=hunter2secret";
+    cfg.min_size = 0;
+    cfg.on_log = test_log_cb;
+    cfg.arg = &log;
+    pool_t *pool = pool_create(&cfg, NULL, 0);
+    assert_non_null(pool);
+    assert_null(pool_getconn(pool));
+    assert_int_equal(pool_errcode(), POOL_ECONNECT);
+    assert_null(strstr(pool_errmsg(), "hunter2secret"));
+    assert_null(pool_getconn_timeout(pool, 50));
+    assert_null(strstr(pool_errmsg(), "hunter2secret"));
+    pool_destroy(pool);
+    assert_true(log.warnings >= 1); /* the failing connects were logged... */
+    assert_false(test_log_contains(&log, "hunter2secret")); /* ...without it */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_refusing_database_fails_callers_at_once_with_libpq_reason),
         cmocka_unit_test(test_retries_back_off_instead_of_storming_the_database),
         cmocka_unit_test(test_backends_terminated_under_load_are_replaced),
-        cmocka_unit_test(test_timeout_message_names_the_last_connection_error),
-        cmocka_unit_test(test_server_stopped_while_idle_then_restarted_under_load),
+        cmocka_unit_test_teardown(test_timeout_message_names_the_last_connection_error, server_back_up),
+        cmocka_unit_test_teardown(test_server_stopped_while_idle_then_restarted_under_load, server_back_up),
+        cmocka_unit_test_teardown(test_a_caller_never_waits_past_its_deadline_for_a_hanging_connect, server_back_up),
+        cmocka_unit_test_teardown(test_destroy_does_not_wait_for_a_hanging_connect, server_back_up),
+        cmocka_unit_test(test_no_message_or_log_line_shows_the_password),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

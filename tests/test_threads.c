@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define NTHREADS 16
 #define MAX_SIZE 3
@@ -185,11 +186,88 @@ static void test_many_threads_cycling_all_get_served(void **state)
     pool_destroy(pool);
 }
 
+typedef struct burst {
+    pool_t *pool;
+    pthread_barrier_t *start;
+    pool_err_t err;
+} burst_t;
+
+static void *arrive(void *arg)
+{
+    burst_t *b = arg;
+    pthread_barrier_wait(b->start);
+    PGconn *c = pool_getconn_timeout(b->pool, 20000);
+    b->err = c ? POOL_OK : pool_errcode();
+    if (c) {
+        test_exec_ok(c, "SELECT pg_sleep(0.01)");
+        pool_putconn(b->pool, c);
+    }
+    return NULL;
+}
+
+typedef struct watch {
+    pool_t *pool;
+    atomic_bool stop;
+    int max_connecting, max_total;
+} watch_t;
+
+static void *watch_connecting(void *arg)
+{
+    watch_t *w = arg;
+    while (!atomic_load(&w->stop)) {
+        pool_stats_t st;
+        pool_get_stats(w->pool, &st);
+        if (st.connecting > w->max_connecting)
+            w->max_connecting = st.connecting;
+        if (st.total > w->max_total)
+            w->max_total = st.total;
+        struct timespec pause = {0, 100000};
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+static void test_a_burst_is_served_with_bounded_connection_attempts(void **state)
+{
+    enum { CROWD = 48, MAX = 16 };
+    pool_config_t cfg;
+    test_config(&cfg, "threads_burst");
+    cfg.min_size = 0;
+    cfg.max_size = MAX;
+    pool_t *pool = pool_create(&cfg, NULL, 0);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, CROWD);
+    burst_t b[CROWD];
+    pthread_t t[CROWD], tw;
+    watch_t w = {.pool = pool};
+    pthread_create(&tw, NULL, watch_connecting, &w);
+    for (int i = 0; i < CROWD; i++) {
+        b[i] = (burst_t){.pool = pool, .start = &start};
+        pthread_create(&t[i], NULL, arrive, &b[i]);
+    }
+    for (int i = 0; i < CROWD; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(b[i].err, POOL_OK);
+    }
+    atomic_store(&w.stop, true);
+    pthread_join(tw, NULL);
+    pthread_barrier_destroy(&start);
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_true(w.max_connecting >= 1);
+    assert_true(w.max_connecting <= 2); /* attempts in flight are bounded */
+    assert_true(w.max_total <= MAX);
+    assert_true(st.connects <= MAX);
+    assert_int_equal(st.acquired, CROWD);
+    pool_destroy(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_the_maximum_is_never_exceeded_and_stats_stay_consistent),
         cmocka_unit_test(test_many_threads_cycling_all_get_served),
+        cmocka_unit_test(test_a_burst_is_served_with_bounded_connection_attempts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
