@@ -22,15 +22,20 @@ static pool_t *make_pool(const char *app)
     return pool;
 }
 
-/* Runs child_main in a child process; returns its exit status (0 = passed).
-   Skips under the sanitizers: their runtimes here (GCC 12, LLVM 14) cannot
-   start threads in the child of a multi-threaded process (ThreadSanitizer:
-   "dup thread with used id"; AddressSanitizer: allocator locks inherited
-   held), which the pool must do.  The plain and valgrind runs cover fork. */
-static int run_child(int (*child_main)(void *), void *arg)
+/* Every test here first skips under the sanitizers: their runtimes here
+   (GCC 12, LLVM 14) cannot start threads in the child of a multi-threaded
+   process (ThreadSanitizer: "dup thread with used id"; AddressSanitizer:
+   allocator locks inherited held), which the pool must do.  The plain and
+   valgrind runs cover fork. */
+static void skip_if_sanitized(void)
 {
     if (getenv("PGPOOL_TEST_SANITIZED"))
         skip();
+}
+
+/* Runs child_main in a child process; returns its exit status (0 = passed). */
+static int run_child(int (*child_main)(void *), void *arg)
+{
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -73,6 +78,7 @@ static int child_uses_pool(void *p)
 
 static void test_child_gets_fresh_connections_and_parent_sessions_survive(void **state)
 {
+    skip_if_sanitized();
     pool_t *pool = make_pool("fork_fresh");
     PGconn *c = pool_getconn(pool);
     int pid = test_backend_pid(c);
@@ -111,6 +117,7 @@ static int child_returns_parent_conn(void *p)
 
 static void test_child_returning_a_connection_borrowed_before_fork_leaves_it_alone(void **state)
 {
+    skip_if_sanitized();
     pool_t *pool = make_pool("fork_borrowed");
     PGconn *c = pool_getconn(pool);
     fork_arg_t a = {.pool = pool, .parent_pid = test_backend_pid(c), .parent_conn = c};
@@ -129,6 +136,7 @@ static int child_destroys_only(void *p)
 
 static void test_child_destroying_the_pool_leaves_parent_sessions_alone(void **state)
 {
+    skip_if_sanitized();
     pool_t *pool = make_pool("fork_destroy");
     PGconn *c = pool_getconn(pool);
     int pid = test_backend_pid(c);
@@ -177,6 +185,7 @@ static int child_quick_use(void *p)
 
 static void test_fork_while_other_threads_use_the_pool(void **state)
 {
+    skip_if_sanitized();
     pool_t *pool = make_pool("fork_busy");
     busy_t b = {.pool = pool};
     pthread_t t[2];
