@@ -555,12 +555,16 @@ PGconn *pool_getconn(pool_t *pool)
 /* ---- returning ---------------------------------------------------------- */
 
 /* Whether a returned connection can be reused at all (a transaction left open
-   can: it is rolled back). */
+   can: it is rolled back).  One left in non-blocking mode is put back in
+   blocking mode, as the next borrower expects; with nothing in flight that
+   sends nothing. */
 static bool returnable(PGconn *pg)
 {
     PGTransactionStatusType ts = PQtransactionStatus(pg);
-    return PQstatus(pg) == CONNECTION_OK && PQpipelineStatus(pg) == PQ_PIPELINE_OFF &&
-           (ts == PQTRANS_IDLE || ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) && !PQisBusy(pg);
+    if (PQstatus(pg) != CONNECTION_OK || PQpipelineStatus(pg) != PQ_PIPELINE_OFF ||
+        (ts != PQTRANS_IDLE && ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR) || PQisBusy(pg))
+        return false;
+    return !PQisnonblocking(pg) || PQsetnonblocking(pg, 0) == 0;
 }
 
 /* Rolls back and resets c outside the lock (the caller holds it on entry and

@@ -150,6 +150,18 @@ static void test_returned_broken_connection_is_closed(void **state)
     pool_destroy(pool);
 }
 
+static void test_returned_in_nonblocking_mode_is_handed_out_blocking(void **state)
+{
+    pool_t *pool = make_pool("ret_nonblocking", NULL);
+    PGconn *c = pool_getconn(pool);
+    assert_int_equal(PQsetnonblocking(c, 1), 0);
+    pool_putconn(pool, c);
+    c = pool_getconn(pool);
+    assert_int_equal(PQisnonblocking(c), 0);
+    pool_putconn(pool, c);
+    pool_destroy(pool);
+}
+
 static void test_reset_query_runs_on_every_return(void **state)
 {
     pool_t *pool = make_pool("ret_reset", "DISCARD ALL");
@@ -235,6 +247,7 @@ int main(void)
         cmocka_unit_test(test_returned_in_pipeline_mode_is_closed),
         cmocka_unit_test(test_returned_mid_copy_is_closed),
         cmocka_unit_test(test_returned_broken_connection_is_closed),
+        cmocka_unit_test(test_returned_in_nonblocking_mode_is_handed_out_blocking),
         cmocka_unit_test(test_reset_query_runs_on_every_return),
         cmocka_unit_test(test_reset_query_runs_after_rollback),
         cmocka_unit_test(test_a_failing_reset_query_closes_the_connection),
