@@ -182,7 +182,8 @@ POOL_EXTERN PGconn *pool_getconn(pool_t *pool);
 /* Borrows a validated connection in CONNECTION_OK status, outside any
    transaction, in blocking mode.  Waits (first come, first served) until one
    is free or newly opened, at most timeout_ms (0: only take an idle one, do not
-   wait; <0: wait forever).  The caller owns it until pool_putconn or
+   wait, but have one opened in the background for the next caller if there is
+   room; <0: wait forever).  The caller owns it until pool_putconn or
    pool_discard; never PQfinish it.  Returns NULL and sets pool_errcode() to
    POOL_ETIMEDOUT, POOL_ECONNECT (the database refuses connections and nothing
    checked out could come back), POOL_EBUSY (max_waiting reached), POOL_ECLOSED

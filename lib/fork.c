@@ -90,7 +90,7 @@ void fork_reset_locked(pool_t *pool)
     pool->waiters.head = pool->waiters.tail = NULL;
     pool->waiters.len = 0;
     pool->nidle = pool->nopen = pool->nconnecting = pool->nclosing = 0;
-    pool->nwaiting = pool->ncalls = 0;
+    pool->nwaiting = pool->ncalls = pool->grow_wanted = 0;
     pool->connect_failing = false;
     pool->backoff_us = 0;
     /* The parent's threads may have been blocked on these; none are here. */

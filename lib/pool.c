@@ -113,7 +113,7 @@ int pool_connect_demand_locked(const pool_t *pool)
         return 0;
     int room = pool_max_total(pool) - pool->nopen - pool->nconnecting - pool->nclosing;
     int for_min = pool->cfg.min_size - pool->nopen - pool->nconnecting;
-    int for_waiters = pool->waiters.len - pool->nconnecting;
+    int for_waiters = pool->waiters.len + pool->grow_wanted - pool->nconnecting;
     int want = for_min > for_waiters ? for_min : for_waiters;
     return want < room ? want : room;
 }
@@ -408,6 +408,14 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
            libpq's reason when nothing checked out could come back. */
         int64_t now = clock_now_us();
         if (now >= deadline_us) {
+            int room = pool_max_total(pool) - pool->nopen - pool->nconnecting - pool->nclosing;
+            if (!*at_front && pool->grow_wanted < room) {
+                /* A caller that may not wait still asks for one more
+                   connection (where there is room), so that the next such
+                   caller finds one. */
+                pool->grow_wanted++;
+                pool_wake_workers_locked(pool);
+            }
             set_timeout_error_locked(pool, timeout_ms);
             return POOL_ETIMEDOUT;
         }

@@ -85,6 +85,8 @@ struct pool {
     int nconnecting;                 /* attempts in flight; guarded by lock */
     int nclosing;                    /* closes in flight (still hold a backend); guarded by lock */
     int nwaiting;                    /* callers blocked in getconn; guarded by lock */
+    int grow_wanted;                 /* connections asked for by callers that could not
+                                        wait (timeout 0); guarded by lock */
     int ncalls;                      /* callers inside getconn/putconn; guarded by lock */
     bool closed;                     /* pool_destroy began; guarded by lock */
     atomic_bool stopping;            /* mirrors closed, read without the lock by I/O loops */

@@ -21,6 +21,7 @@ void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t now_us
     pool->stats.connect_errors++;
     snprintf(pool->last_error, sizeof pool->last_error, "%s", msg);
     pool->connect_failing = true;
+    pool->grow_wanted = 0; /* those callers are long gone */
     pool->backoff_us = pool->backoff_us == 0 ? POOL_BACKOFF_MIN_US : pool->backoff_us * 2;
     if (pool->backoff_us > POOL_BACKOFF_MAX_US)
         pool->backoff_us = POOL_BACKOFF_MAX_US;
@@ -52,6 +53,8 @@ static void connect_once_locked(pool_t *pool)
     pthread_mutex_lock(&pool->lock);
     int64_t now = clock_now_us();
     pool->nconnecting--;
+    if (pg && pool->grow_wanted > 0)
+        pool->grow_wanted--;
     PGconn *excess = NULL;
     if (pg)
         excess = pool_make_available_locked(pool, conn_track_locked(pool, c, pg, now), now);

@@ -132,6 +132,28 @@ static void test_timeout_zero_does_not_wait(void **state)
     pool_destroy(pool);
 }
 
+static bool idle_is_one(void *arg)
+{
+    pool_stats_t st;
+    pool_get_stats(arg, &st);
+    return st.idle == 1;
+}
+
+static void test_a_caller_that_cannot_wait_still_makes_the_pool_grow(void **state)
+{
+    pool_t *pool = make_pool("acq_nowait_grow", 0, 2, 0);
+    assert_null(pool_getconn_timeout(pool, 0)); /* nothing idle, may not wait */
+    assert_int_equal(pool_errcode(), POOL_ETIMEDOUT);
+    assert_true(test_wait_for(idle_is_one, pool, 5000)); /* opened for the next one */
+    PGconn *c = pool_getconn_timeout(pool, 0);
+    assert_non_null(c);
+    pool_putconn(pool, c);
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.connects, 1);
+    pool_destroy(pool);
+}
+
 static void test_negative_timeout_waits_until_one_is_returned(void **state)
 {
     pool_t *pool = make_pool("acq_forever", 1, 1, 0);
@@ -298,6 +320,7 @@ int main(void)
         cmocka_unit_test(test_idle_connections_are_reused_most_recent_first),
         cmocka_unit_test(test_timeout_is_a_deadline),
         cmocka_unit_test(test_timeout_zero_does_not_wait),
+        cmocka_unit_test(test_a_caller_that_cannot_wait_still_makes_the_pool_grow),
         cmocka_unit_test(test_negative_timeout_waits_until_one_is_returned),
         cmocka_unit_test(test_getconn_uses_the_pool_default_timeout),
         cmocka_unit_test(test_pool_grows_to_max_size_then_waits),
