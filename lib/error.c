@@ -156,7 +156,7 @@ char *pool_password_of(const char *conninfo)
     if (!opts)
         return password_by_hand(conninfo);
     char *pw = NULL;
-    for (PQconninfoOption *o = opts; o->keyword; o++)
+    for (PQconninfoOption *o = opts; o->keyword && !pw; o++)
         if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
             pw = strdup(o->val);
     PQconninfoFree(opts);
