@@ -76,17 +76,22 @@ void pool_scrub(const pool_t *pool, char *msg)
     memcpy(msg, out, o + 1);
 }
 
-/* Copies a libpq message without its trailing newline, newlines inside it
-   turned into spaces, scrubbed. dst holds POOL_MSG_LEN bytes. */
+/* Copies a libpq message on one line: each run of newlines, tabs and spaces
+   becomes one space, none at the end; then scrubs it. dst holds POOL_MSG_LEN
+   bytes. */
 void pool_copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg)
 {
-    snprintf(dst, len, "%s", libpq_msg && *libpq_msg ? libpq_msg : "unknown libpq error");
-    size_t n = strlen(dst);
-    while (n > 0 && (dst[n - 1] == '\n' || dst[n - 1] == ' '))
-        dst[--n] = '\0';
-    for (char *p = dst; *p; p++)
-        if (*p == '\n' || *p == '\t')
-            *p = ' ';
+    const char *src = libpq_msg && *libpq_msg ? libpq_msg : "unknown libpq error";
+    size_t n = 0;
+    for (; *src && n + 1 < len; src++) {
+        bool space = *src == ' ' || *src == '\n' || *src == '\t' || *src == '\r';
+        if (space && (n == 0 || dst[n - 1] == ' '))
+            continue;
+        dst[n++] = space ? ' ' : *src;
+    }
+    while (n > 0 && dst[n - 1] == ' ')
+        n--;
+    dst[n] = '\0';
     pool_scrub(pool, dst);
 }
 
