@@ -186,6 +186,36 @@ static void test_many_threads_cycling_all_get_served(void **state)
     pool_destroy(pool);
 }
 
+static void test_a_closed_backend_is_gone_from_the_server_before_its_slot_is_reused(void **state)
+{
+    /* Overflow churn: every return closes a connection and the next checkout
+       opens one.  The server must never see more than max_size + max_overflow
+       backends, so a close waits until the server has ended the backend. */
+    pool_config_t cfg;
+    test_config(&cfg, "threads_churn");
+    cfg.min_size = 0;
+    cfg.max_size = 1;
+    cfg.max_overflow = 1;
+    pool_t *pool = pool_create(&cfg, NULL, 0);
+    PGconn *admin = PQconnectdb(test_conninfo("threads_churn_admin"));
+    assert_int_equal(PQstatus(admin), CONNECTION_OK);
+    const char *count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'threads_churn'";
+    PGconn *a = pool_getconn(pool);
+    int worst = 0;
+    for (int i = 0; i < 30; i++) {
+        PGconn *b = pool_getconn(pool); /* the overflow one: a new backend */
+        assert_non_null(b);
+        pool_putconn(pool, b);          /* above max_size, nobody waiting: closed */
+        int n = test_query_int(admin, count);
+        if (n > worst)
+            worst = n;
+    }
+    assert_int_equal(worst, 1);
+    pool_putconn(pool, a);
+    PQfinish(admin);
+    pool_destroy(pool);
+}
+
 typedef struct burst {
     pool_t *pool;
     pthread_barrier_t *start;
@@ -267,6 +297,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_the_maximum_is_never_exceeded_and_stats_stay_consistent),
         cmocka_unit_test(test_many_threads_cycling_all_get_served),
+        cmocka_unit_test(test_a_closed_backend_is_gone_from_the_server_before_its_slot_is_reused),
         cmocka_unit_test(test_a_burst_is_served_with_bounded_connection_attempts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
