@@ -57,24 +57,26 @@ extern "C" {
 
 typedef struct pool pool_t; /* opaque */
 
-/* One list for the codes and their messages (see pool_strerror). */
-#define POOL_ERRNO_MAP(X)                                                       \
-    X(POOL_OK, "success")                                                       \
-    X(POOL_EINVAL, "invalid argument")                                          \
-    X(POOL_ETIMEDOUT, "timed out waiting for a connection")                     \
-    X(POOL_ECONNECT, "could not open a connection")                             \
-    X(POOL_EBUSY, "too many callers waiting")                                   \
-    X(POOL_ECLOSED, "pool is closed")                                           \
+/* The error codes and their pool_strerror() texts, in one list so that a new
+   code cannot miss its message.  POOL_OK is 0, the rest follow in this order. */
+#define POOL_ERRNO_MAP(X)                                                                 \
+    X(POOL_OK, "success")                                                                 \
+    /* bad argument: NULL, out-of-range config, foreign or twice-returned connection */   \
+    X(POOL_EINVAL, "invalid argument")                                                    \
+    /* no connection became available within the acquire timeout */                       \
+    X(POOL_ETIMEDOUT, "timed out waiting for a connection")                               \
+    /* a new connection could not be opened (libpq's message in pool_errmsg) */           \
+    X(POOL_ECONNECT, "could not open a connection")                                       \
+    /* max_waiting callers already waiting: rejected at once */                           \
+    X(POOL_EBUSY, "too many callers waiting")                                             \
+    /* the pool is being destroyed */                                                     \
+    X(POOL_ECLOSED, "pool is closed")                                                     \
     X(POOL_ENOMEM, "out of memory")
 
 typedef enum pool_err {
-    POOL_OK = 0,
-    POOL_EINVAL,    /* bad argument: NULL, out-of-range config, foreign or twice-returned connection */
-    POOL_ETIMEDOUT, /* no connection became available within the acquire timeout */
-    POOL_ECONNECT,  /* a new connection could not be opened (libpq's message in pool_errmsg) */
-    POOL_EBUSY,     /* max_waiting callers already waiting: rejected at once */
-    POOL_ECLOSED,   /* the pool is being destroyed */
-    POOL_ENOMEM
+#define POOL_ERR_ENUM(name, text) name,
+    POOL_ERRNO_MAP(POOL_ERR_ENUM)
+#undef POOL_ERR_ENUM
 } pool_err_t;
 
 /* Levels passed to on_log. */
