@@ -210,10 +210,38 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
 }
 
 /* Adds a newly opened connection; the caller then makes it available. */
+/* The session's identity as the server reports it (GUC_REPORT parameters,
+   kept by libpq: no round trip). */
+static void record_identity(pool_conn_t *c)
+{
+    const char *user = PQparameterStatus(c->pg, "session_authorization");
+    const char *super = PQparameterStatus(c->pg, "is_superuser");
+    c->identity_known = user && super && strlen(user) < sizeof c->session_user;
+    if (c->identity_known) {
+        memcpy(c->session_user, user, strlen(user) + 1);
+        c->superuser = super[1]; /* 'n' for "on", 'f' for "off" */
+    }
+}
+
+/* A security default that costs no round trip: a connection returned with a
+   different session_authorization or is_superuser than it was opened with
+   (SET SESSION AUTHORIZATION, SET ROLE to or from a superuser) is closed, not
+   handed to the next borrower.  Checked after reset_query, which may restore
+   them (DISCARD ALL does). */
+static bool session_identity_changed(const pool_conn_t *c)
+{
+    if (!c->identity_known)
+        return false;
+    const char *user = PQparameterStatus(c->pg, "session_authorization");
+    const char *super = PQparameterStatus(c->pg, "is_superuser");
+    return !user || !super || strcmp(user, c->session_user) != 0 || super[1] != c->superuser;
+}
+
 pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now_us)
 {
     memset(c, 0, sizeof *c);
     c->pg = pg;
+    record_identity(c);
     c->created_us = now_us;
     c->state = CONN_CHECKING;
     c->fork_gen = pool->fork_gen;
@@ -642,7 +670,11 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
         } else {
             if (rollback || pool->reset_query)
                 now = clock_now_us();
-            if (past_lifetime(pool, c, now)) {
+            if (session_identity_changed(c)) {
+                to_close = pool_detach_locked(pool, c);
+                pool->stats.closed_broken++;
+                broken = true;
+            } else if (past_lifetime(pool, c, now)) {
                 to_close = pool_detach_locked(pool, c);
                 pool->stats.closed_lifetime++;
             } else {

@@ -38,6 +38,12 @@ typedef struct pool_conn {
     int64_t idle_since_us;           /* guarded by pool->lock */
     int64_t checkout_us;             /* guarded by pool->lock */
     bool leak_reported;              /* guarded by pool->lock */
+    /* Who the session is, as the server reported it once on_connect had run;
+       immutable after open.  A connection returned as someone else is not
+       reused (see session_identity_changed in pool.c). */
+    char session_user[64];           /* "session_authorization"; NAMEDATALEN is 64 */
+    char superuser;                  /* first letter of "is_superuser": 'o'n/'o'ff... or 0 */
+    bool identity_known;             /* the server reports both */
     unsigned fork_gen;               /* fork generation it was opened in: another one means it
                                         was inherited across fork() and must be dropped silently */
 } pool_conn_t;
