@@ -292,6 +292,127 @@ static void test_a_burst_is_served_with_bounded_connection_attempts(void **state
     pool_destroy(pool);
 }
 
+/* ---- overload: a crowd far larger than the pool ------------------------ */
+
+typedef struct crowd_member {
+    pool_t *pool;
+    pthread_barrier_t *start;
+    int timeout_ms;
+    pool_err_t err;
+    int64_t elapsed_ms;
+} crowd_member_t;
+
+static void *crowd_member(void *arg)
+{
+    crowd_member_t *m = arg;
+    pthread_barrier_wait(m->start);
+    int64_t t0 = test_now_ms();
+    PGconn *c = pool_getconn_timeout(m->pool, m->timeout_ms);
+    m->elapsed_ms = test_now_ms() - t0;
+    m->err = c ? POOL_OK : pool_errcode();
+    if (c) {
+        test_sleep_ms(1); /* hold it a moment, like a short request */
+        pool_putconn(m->pool, c);
+    }
+    return NULL;
+}
+
+/* Runs n threads at once against pool; each waits up to 100..1500 ms. */
+static void run_crowd(pool_t *pool, int n, crowd_member_t *m)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 128 * 1024);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)n);
+    pthread_t *t = calloc((size_t)n, sizeof *t);
+    unsigned seed = 42;
+    for (int i = 0; i < n; i++) {
+        m[i] = (crowd_member_t){.pool = pool, .start = &start,
+                                .timeout_ms = 100 + (int)(rand_r(&seed) % 1400)};
+        assert_int_equal(pthread_create(&t[i], &attr, crowd_member, &m[i]), 0);
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+    free(t);
+    pthread_barrier_destroy(&start);
+    pthread_attr_destroy(&attr);
+}
+
+static int crowd_size(void)
+{
+    return getenv("PGPOOL_TEST_SANITIZED") ? 500 : 2000; /* sanitizers are slow */
+}
+
+static void test_a_crowd_of_waiters_is_served_or_timed_out_by_its_deadlines(void **state)
+{
+    int n = crowd_size();
+    pool_config_t cfg;
+    test_config(&cfg, "threads_crowd");
+    cfg.min_size = 4;
+    cfg.max_size = 4;
+    cfg.ping_idle_ms = 3600000;
+    pool_t *pool = pool_create(&cfg, NULL, 0);
+    crowd_member_t *m = calloc((size_t)n, sizeof *m);
+    run_crowd(pool, n, m);
+    int served = 0, timed_out = 0, late = 0, other = 0;
+    for (int i = 0; i < n; i++) {
+        if (m[i].err == POOL_OK)
+            served++;
+        else if (m[i].err == POOL_ETIMEDOUT)
+            timed_out++;
+        else
+            other++;
+        if (m[i].elapsed_ms > m[i].timeout_ms + 1000)
+            late++;
+    }
+    free(m);
+    assert_int_equal(served + timed_out, n); /* no lost wake-up: every one came back */
+    assert_int_equal(other, 0);
+    assert_int_equal(late, 0);
+    assert_true(served > 4);
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.acquired, (uint64_t)served);
+    assert_int_equal(st.acquire_timeouts, (uint64_t)timed_out);
+    assert_int_equal(st.waiting, 0);
+    assert_int_equal(st.total, 4);
+    assert_int_equal(st.idle, 4);
+    pool_destroy(pool);
+}
+
+static void test_beyond_max_waiting_a_crowd_is_rejected_at_once(void **state)
+{
+    int n = crowd_size();
+    pool_config_t cfg;
+    test_config(&cfg, "threads_crowd_busy");
+    cfg.min_size = 4;
+    cfg.max_size = 4;
+    cfg.max_waiting = 50;
+    pool_t *pool = pool_create(&cfg, NULL, 0);
+    crowd_member_t *m = calloc((size_t)n, sizeof *m);
+    run_crowd(pool, n, m);
+    int busy = 0, slow_busy = 0, other = 0;
+    for (int i = 0; i < n; i++) {
+        if (m[i].err == POOL_EBUSY) {
+            busy++;
+            if (m[i].elapsed_ms > 500)
+                slow_busy++;
+        } else if (m[i].err != POOL_OK && m[i].err != POOL_ETIMEDOUT) {
+            other++;
+        }
+    }
+    free(m);
+    assert_true(busy > 0);
+    assert_int_equal(slow_busy, 0); /* rejected at once, never after waiting */
+    assert_int_equal(other, 0);
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.acquire_errors, (uint64_t)busy);
+    assert_int_equal(st.acquired + st.acquire_timeouts + st.acquire_errors, (uint64_t)n);
+    pool_destroy(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -299,6 +420,8 @@ int main(void)
         cmocka_unit_test(test_many_threads_cycling_all_get_served),
         cmocka_unit_test(test_a_closed_backend_is_gone_from_the_server_before_its_slot_is_reused),
         cmocka_unit_test(test_a_burst_is_served_with_bounded_connection_attempts),
+        cmocka_unit_test(test_a_crowd_of_waiters_is_served_or_timed_out_by_its_deadlines),
+        cmocka_unit_test(test_beyond_max_waiting_a_crowd_is_rejected_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
