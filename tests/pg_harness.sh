@@ -1,5 +1,6 @@
 #!/bin/sh
-# pg_harness.sh DIR PORT start|stop|kill|restart|pause|resume|destroy
+# pg_harness.sh DIR PORT start|tls-start|stop|kill|restart|pause|resume|destroy
+# tls-start: also serves TLS on 127.0.0.1:PORT with a throwaway CA in DIR/tls.
 # A throwaway PostgreSQL cluster for the tests: initdb into DIR, Unix socket in
 # DIR, fsync off, as the postgres user when run as root.  Never touches the
 # system cluster.
@@ -22,8 +23,32 @@ start() {
     pg_ctl -w -t 60 -l "$dir/server.log" -o "-k $dir -p $port" start >/dev/null
 }
 
+# A throwaway CA that signs a server certificate for localhost/127.0.0.1, and
+# a second CA that signed nothing (for the wrong-CA test).
+make_certs() {
+    t="$dir/tls"
+    mkdir -p "$t"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=pgpool test CA" \
+        -keyout "$t/ca.key" -out "$t/ca.crt" 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=pgpool wrong CA" \
+        -keyout "$t/wrong-ca.key" -out "$t/wrong-ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$t/san.ext"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial \
+        -days 2 -extfile "$t/san.ext" -out "$t/server.crt" 2>/dev/null
+    chmod 600 "$t/server.key"
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$t"
+    cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+ssl = on
+ssl_cert_file = '$t/server.crt'
+ssl_key_file = '$t/server.key'
+CONF
+}
+
 case "$cmd" in
-start)
+start|tls-start)
     if [ -f "$dir/data/postmaster.pid" ]; then pg_ctl -m immediate stop >/dev/null 2>&1 || true; fi
     rm -rf "$dir"
     mkdir -p "$dir"
@@ -39,6 +64,7 @@ max_connections = 300
 shared_buffers = 32MB
 log_min_messages = warning
 CONF
+    [ "$cmd" = tls-start ] && make_certs
     start || { cat "$dir/server.log" >&2; exit 1; }
     ;;
 stop) pg_ctl -m fast -w stop >/dev/null 2>&1 || true ;;
@@ -50,5 +76,5 @@ destroy)
     pg_ctl -m immediate -w stop >/dev/null 2>&1 || true
     rm -rf "$dir"
     ;;
-*) echo "usage: $0 DIR PORT start|stop|kill|restart|pause|resume|destroy" >&2; exit 2 ;;
+*) echo "usage: $0 DIR PORT start|tls-start|stop|kill|restart|pause|resume|destroy" >&2; exit 2 ;;
 esac
