@@ -101,7 +101,7 @@ static bool forward(fault_proxy_t *p, int from, int to)
         nanosleep(&ts, NULL);
     }
     for (ssize_t off = 0; off < n;) {
-        ssize_t w = write(to, buf + off, (size_t)(n - off));
+        ssize_t w = send(to, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
         if (w <= 0)
             return false;
         off += w;
