@@ -252,6 +252,34 @@ static void test_overflow_connection_goes_to_a_waiter_instead_of_closing(void **
     pool_destroy(pool);
 }
 
+static void test_a_discard_or_broken_return_while_callers_wait_serves_them_anew(void **state)
+{
+    pool_t *pool = make_pool("acq_discard_wait", 1, 1, 0);
+    for (int round = 0; round < 2; round++) {
+        PGconn *held = pool_getconn(pool);
+        int pid = test_backend_pid(held);
+        borrower_t w = {.pool = pool, .timeout_ms = 5000, .keep = true};
+        pthread_t t;
+        pthread_create(&t, NULL, borrow, &w);
+        assert_true(waiting_is(pool, 1));
+        if (round == 0) {
+            pool_discard(pool, held);
+        } else {
+            assert_true(PQsendQuery(held, "SELECT 1")); /* returned busy: closed */
+            pool_putconn(pool, held);
+        }
+        pthread_join(t, NULL);
+        assert_int_equal(w.err, POOL_OK); /* served by a replacement, not left waiting */
+        assert_int_not_equal(test_backend_pid(w.conn), pid);
+        pool_putconn(pool, w.conn);
+    }
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.connects, 3);
+    assert_int_equal(st.total, 1);
+    pool_destroy(pool);
+}
+
 static void test_max_waiting_rejects_the_excess_at_once(void **state)
 {
     pool_config_t cfg;
@@ -326,6 +354,7 @@ int main(void)
         cmocka_unit_test(test_pool_grows_to_max_size_then_waits),
         cmocka_unit_test(test_overflow_opens_beyond_max_and_shrinks_at_once_on_return),
         cmocka_unit_test(test_overflow_connection_goes_to_a_waiter_instead_of_closing),
+        cmocka_unit_test(test_a_discard_or_broken_return_while_callers_wait_serves_them_anew),
         cmocka_unit_test(test_max_waiting_rejects_the_excess_at_once),
         cmocka_unit_test(test_waiter_gets_a_newly_opened_connection),
         cmocka_unit_test(test_wait_and_hold_time_are_counted),
