@@ -118,6 +118,16 @@ typedef struct pool_config {
     void *arg;               /* passed to the callbacks */
 } pool_config_t;
 
+/* Latency histograms: fixed log2 buckets in microseconds. bucket[0] counts samples
+   under 1 us; bucket[i] (1 <= i < POOL_HIST_BUCKETS-1) counts samples in
+   [2^(i-1), 2^i) us; the last bucket counts everything from 2^(POOL_HIST_BUCKETS-2) us up. */
+#define POOL_HIST_BUCKETS 32
+typedef struct pool_hist {
+    uint64_t count;
+    uint64_t sum_us;
+    uint64_t bucket[POOL_HIST_BUCKETS];
+} pool_hist_t;
+
 typedef struct pool_stats {
     /* gauges, as of the call */
     int total;      /* open connections: idle + in_use */
@@ -142,6 +152,14 @@ typedef struct pool_stats {
     uint64_t wait_us_total;    /* time callers spent in pool_getconn */
     uint64_t wait_us_max;
     uint64_t hold_us_total;    /* time connections spent checked out */
+    /* histograms, from the same snapshot as the counters */
+    pool_hist_t wait_hist;     /* time spent in pool_getconn, by every call that returned:
+                                  count = acquired + acquire_timeouts + acquire_errors,
+                                  sum_us = wait_us_total */
+    pool_hist_t hold_hist;     /* checkout to return, per returned connection (a
+                                  pool_discard is a return); sum_us = hold_us_total */
+    pool_hist_t connect_hist;  /* opening one connection, on_connect included;
+                                  count = connects */
 } pool_stats_t;
 
 /* ------------------------------------------------------------------------ */
@@ -230,6 +248,12 @@ POOL_EXTERN const char *pool_strerror(pool_err_t err);
    taken under the pool's lock (never blocks on the network).  Returns POOL_OK,
    or POOL_EINVAL for a NULL argument.  Thread-safe. */
 POOL_EXTERN int pool_get_stats(pool_t *pool, pool_stats_t *out);
+
+/* The q-quantile (q clamped to [0, 1]) of h: the upper bound in us (2^i) of the
+   first bucket i at which the running count reaches max(1, ceil(q * count));
+   UINT64_MAX when that is the last, unbounded bucket; 0 for NULL or an empty
+   histogram.  Pure function of *h; thread-safe. */
+POOL_EXTERN uint64_t pool_hist_percentile(const pool_hist_t *h, double q);
 
 #ifdef __cplusplus
 }

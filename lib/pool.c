@@ -237,7 +237,8 @@ static bool session_identity_changed(const pool_conn_t *c)
     return !user || !super || strcmp(user, c->session_user) != 0 || super[1] != c->superuser;
 }
 
-pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now_us)
+pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t started_us,
+                               int64_t now_us)
 {
     memset(c, 0, sizeof *c);
     c->pg = pg;
@@ -248,6 +249,7 @@ pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t
     conn_map_insert(&pool->map, c);
     pool->nopen++;
     pool->stats.connects++;
+    hist_record(&pool->stats.connect_hist, (uint64_t)(now_us - started_us));
     pool->connect_failing = false;
     pool->backoff_us = 0;
     return c;
@@ -256,6 +258,7 @@ pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t
 /* Opens one connection in the calling thread and adds it to the pool. */
 static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
 {
+    int64_t started = clock_now_us();
     PGconn *pg = conn_open(pool, err, errlen);
     if (!pg)
         return POOL_ECONNECT;
@@ -267,7 +270,8 @@ static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
     }
     pthread_mutex_lock(&pool->lock);
     int64_t now = clock_now_us();
-    PGconn *excess = pool_make_available_locked(pool, conn_track_locked(pool, c, pg, now), now);
+    PGconn *excess =
+        pool_make_available_locked(pool, conn_track_locked(pool, c, pg, started, now), now);
     pthread_mutex_unlock(&pool->lock);
     if (excess)
         pool_finish_closes(pool, &excess, 1, true);
@@ -483,6 +487,7 @@ static void getconn_done_locked(pool_t *pool, pool_err_t rc, int64_t start_us, i
 {
     uint64_t waited = (uint64_t)(end_us - start_us);
     pool->stats.wait_us_total += waited;
+    hist_record(&pool->stats.wait_hist, waited);
     if (waited > pool->stats.wait_us_max)
         pool->stats.wait_us_max = waited;
     if (rc == POOL_OK)
@@ -643,7 +648,9 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
         return POOL_EINVAL;
     }
     int64_t now = clock_now_us();
-    pool->stats.hold_us_total += (uint64_t)(now - c->checkout_us);
+    uint64_t held = (uint64_t)(now - c->checkout_us);
+    pool->stats.hold_us_total += held;
+    hist_record(&pool->stats.hold_hist, held);
     if (conn_inherited(pool, c)) { /* borrowed before a fork(): the parent still uses it */
         conn_map_remove(&pool->map, pg);
         free(c);
@@ -697,28 +704,4 @@ int pool_putconn(pool_t *pool, PGconn *conn)
 int pool_discard(pool_t *pool, PGconn *conn)
 {
     return return_conn(pool, conn, true);
-}
-
-/* ---- statistics ----------------------------------------------------------- */
-
-int pool_get_stats(pool_t *pool, pool_stats_t *out)
-{
-    if (!pool_is_live(pool) || !out) {
-        pool_set_error(POOL_EINVAL, pool_is_live(pool) ? "stats output is NULL"
-                                                       : "pool is NULL or not a live pool");
-        return POOL_EINVAL;
-    }
-    pthread_mutex_lock(&pool->lock);
-    pool_enter_locked(pool);
-    *out = pool->stats;
-    out->total = pool->nopen;
-    out->idle = pool->nidle;
-    out->in_use = pool->nopen - pool->nidle;
-    out->connecting = pool->nconnecting;
-    out->waiting = pool->nwaiting;
-    out->min_size = pool->cfg.min_size;
-    out->max_size = pool->cfg.max_size;
-    out->max_overflow = pool->cfg.max_overflow;
-    pthread_mutex_unlock(&pool->lock);
-    return POOL_OK;
 }

@@ -126,6 +126,9 @@ void pool_scrub(const pool_t *pool, char *msg);
 void pool_copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg);
 char *pool_password_of(const char *conninfo);
 
+/* stats.c */
+void hist_record(pool_hist_t *h, uint64_t us);
+
 /* config.c */
 int config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen);
 
@@ -158,7 +161,8 @@ void waitq_remove(pool_waitq_t *q, pool_waiter_t *w);
 /* pool.c: shared by the background threads; all called with pool->lock held */
 int pool_max_total(const pool_t *pool);
 PGconn *pool_make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us);
-pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now_us);
+pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t started_us,
+                               int64_t now_us);
 PGconn *pool_detach_locked(pool_t *pool, pool_conn_t *c);
 void pool_idle_remove_locked(pool_t *pool, pool_conn_t *c);
 int pool_connect_demand_locked(const pool_t *pool);

@@ -42,6 +42,7 @@ static void connect_once_locked(pool_t *pool)
     pool->nconnecting++;
     pthread_mutex_unlock(&pool->lock);
 
+    int64_t started = clock_now_us();
     PGconn *pg = conn_open(pool, err, sizeof err);
     pool_conn_t *c = pg ? malloc(sizeof *c) : NULL;
     if (pg && !c) {
@@ -57,7 +58,7 @@ static void connect_once_locked(pool_t *pool)
         pool->grow_wanted--;
     PGconn *excess = NULL;
     if (pg)
-        excess = pool_make_available_locked(pool, conn_track_locked(pool, c, pg, now), now);
+        excess = pool_make_available_locked(pool, conn_track_locked(pool, c, pg, started, now), now);
     else
         workers_connect_failed_locked(pool, err, now);
     bool stopping = pool->closed;

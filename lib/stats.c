@@ -1,0 +1,64 @@
+/*
+ * stats.c - the statistics snapshot and the latency histograms.
+ *
+ * Counters and histograms are updated under pool->lock by the same code that
+ * counts the event, so one snapshot taken under the lock is consistent: a
+ * histogram's count always equals its counter.  Recording is a few
+ * instructions: one bit scan picks the bucket.
+ */
+#include "pool_internal.h"
+
+void hist_record(pool_hist_t *h, uint64_t us)
+{
+    /* bucket[0]: under 1 us; bucket[i]: [2^(i-1), 2^i); the last takes the rest */
+    int i = us == 0 ? 0 : 64 - __builtin_clzll(us);
+    if (i > POOL_HIST_BUCKETS - 1)
+        i = POOL_HIST_BUCKETS - 1;
+    h->count++;
+    h->sum_us += us;
+    h->bucket[i]++;
+}
+
+uint64_t pool_hist_percentile(const pool_hist_t *h, double q)
+{
+    if (!h || h->count == 0)
+        return 0;
+    if (!(q >= 0.0)) /* also NaN */
+        q = 0.0;
+    if (q > 1.0)
+        q = 1.0;
+    double exact = q * (double)h->count;
+    uint64_t target = (uint64_t)exact; /* ceil without libm */
+    if ((double)target < exact)
+        target++;
+    if (target < 1)
+        target = 1;
+    uint64_t seen = 0;
+    for (int i = 0; i < POOL_HIST_BUCKETS; i++) {
+        seen += h->bucket[i];
+        if (seen >= target)
+            return i == POOL_HIST_BUCKETS - 1 ? UINT64_MAX : (uint64_t)1 << i;
+    }
+    return UINT64_MAX; /* buckets do not add up to count: a hand-made histogram */
+}
+
+int pool_get_stats(pool_t *pool, pool_stats_t *out)
+{
+    if (!pool || pool->magic != POOL_MAGIC || !out) {
+        pool_set_error(POOL_EINVAL, out ? "pool is NULL or not a live pool" : "stats output is NULL");
+        return POOL_EINVAL;
+    }
+    pthread_mutex_lock(&pool->lock);
+    pool_enter_locked(pool);
+    *out = pool->stats;
+    out->total = pool->nopen;
+    out->idle = pool->nidle;
+    out->in_use = pool->nopen - pool->nidle;
+    out->connecting = pool->nconnecting;
+    out->waiting = pool->nwaiting;
+    out->min_size = pool->cfg.min_size;
+    out->max_size = pool->cfg.max_size;
+    out->max_overflow = pool->cfg.max_overflow;
+    pthread_mutex_unlock(&pool->lock);
+    return POOL_OK;
+}
