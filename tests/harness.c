@@ -138,6 +138,30 @@ bool test_wait_for(bool (*pred)(void *), void *arg, int timeout_ms)
     return pred(arg);
 }
 
+bool test_wait_waiting(pool_t *pool, int n)
+{
+    int64_t deadline = test_now_ms() + 5000;
+    do {
+        pool_stats_t st;
+        if (pool_get_stats(pool, &st) == POOL_OK && st.waiting == n)
+            return true;
+        test_sleep_ms(1);
+    } while (test_now_ms() < deadline);
+    return false;
+}
+
+bool test_wait_idle(pool_t *pool, int n, int timeout_ms)
+{
+    int64_t deadline = test_now_ms() + timeout_ms;
+    do {
+        pool_stats_t st;
+        if (pool_get_stats(pool, &st) == POOL_OK && st.idle == n)
+            return true;
+        test_sleep_ms(2);
+    } while (test_now_ms() < deadline);
+    return false;
+}
+
 void test_log_cb(int level, const char *msg, void *arg)
 {
     test_log_t *log = arg;

@@ -50,6 +50,11 @@ void test_sleep_ms(int ms);
 /* Waits (polling every ms, up to timeout_ms) until pred(arg) is true. */
 bool test_wait_for(bool (*pred)(void *), void *arg, int timeout_ms);
 
+/* Waits (polling, up to 5 s) until stats.waiting == n. */
+bool test_wait_waiting(pool_t *pool, int n);
+/* Waits (polling, up to timeout_ms) until stats.idle == n. */
+bool test_wait_idle(pool_t *pool, int n, int timeout_ms);
+
 /* A log sink for on_log: counts lines and keeps them for grepping. */
 typedef struct test_log {
     int lines;

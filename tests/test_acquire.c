@@ -37,19 +37,6 @@ static void *borrow(void *arg)
     return NULL;
 }
 
-static bool waiting_is(pool_t *pool, int n)
-{
-    pool_stats_t st;
-    int64_t deadline = test_now_ms() + 5000;
-    do {
-        pool_get_stats(pool, &st);
-        if (st.waiting == n)
-            return true;
-        test_sleep_ms(1);
-    } while (test_now_ms() < deadline);
-    return false;
-}
-
 static pool_t *make_pool(const char *app, int min, int max, int overflow)
 {
     pool_config_t cfg;
@@ -132,19 +119,12 @@ static void test_timeout_zero_does_not_wait(void **state)
     pool_destroy(pool);
 }
 
-static bool idle_is_one(void *arg)
-{
-    pool_stats_t st;
-    pool_get_stats(arg, &st);
-    return st.idle == 1;
-}
-
 static void test_a_caller_that_cannot_wait_still_makes_the_pool_grow(void **state)
 {
     pool_t *pool = make_pool("acq_nowait_grow", 0, 2, 0);
     assert_null(pool_getconn_timeout(pool, 0)); /* nothing idle, may not wait */
     assert_int_equal(pool_errcode(), POOL_ETIMEDOUT);
-    assert_true(test_wait_for(idle_is_one, pool, 5000)); /* opened for the next one */
+    assert_true(test_wait_idle(pool, 1, 5000)); /* opened for the next one */
     PGconn *c = pool_getconn_timeout(pool, 0);
     assert_non_null(c);
     pool_putconn(pool, c);
@@ -161,9 +141,9 @@ static void test_negative_timeout_waits_until_one_is_returned(void **state)
     borrower_t b = {.pool = pool, .timeout_ms = -1};
     pthread_t t;
     pthread_create(&t, NULL, borrow, &b);
-    assert_true(waiting_is(pool, 1));
+    assert_true(test_wait_waiting(pool, 1));
     test_sleep_ms(50); /* still waiting, not timed out */
-    assert_true(waiting_is(pool, 1));
+    assert_true(test_wait_waiting(pool, 1));
     pool_putconn(pool, held);
     pthread_join(t, NULL);
     assert_int_equal(b.err, POOL_OK);
@@ -238,7 +218,7 @@ static void test_overflow_connection_goes_to_a_waiter_instead_of_closing(void **
     borrower_t w = {.pool = pool, .timeout_ms = 5000, .keep = true};
     pthread_t t;
     pthread_create(&t, NULL, borrow, &w);
-    assert_true(waiting_is(pool, 1));
+    assert_true(test_wait_waiting(pool, 1));
     pool_putconn(pool, b);
     pthread_join(t, NULL);
     assert_int_equal(w.err, POOL_OK);
@@ -261,7 +241,7 @@ static void test_a_discard_or_broken_return_while_callers_wait_serves_them_anew(
         borrower_t w = {.pool = pool, .timeout_ms = 5000, .keep = true};
         pthread_t t;
         pthread_create(&t, NULL, borrow, &w);
-        assert_true(waiting_is(pool, 1));
+        assert_true(test_wait_waiting(pool, 1));
         if (round == 0) {
             pool_discard(pool, held);
         } else {
@@ -291,7 +271,7 @@ static void test_max_waiting_rejects_the_excess_at_once(void **state)
     borrower_t w = {.pool = pool, .timeout_ms = 10000};
     pthread_t t;
     pthread_create(&t, NULL, borrow, &w);
-    assert_true(waiting_is(pool, 1));
+    assert_true(test_wait_waiting(pool, 1));
     int64_t t0 = test_now_ms();
     assert_null(pool_getconn_timeout(pool, 5000));
     assert_int_equal(pool_errcode(), POOL_EBUSY);
@@ -327,7 +307,7 @@ static void test_wait_and_hold_time_are_counted(void **state)
     borrower_t w = {.pool = pool, .timeout_ms = 5000};
     pthread_t t;
     pthread_create(&t, NULL, borrow, &w);
-    assert_true(waiting_is(pool, 1));
+    assert_true(test_wait_waiting(pool, 1));
     test_sleep_ms(100);
     pool_putconn(pool, held);
     pthread_join(t, NULL);

@@ -30,19 +30,6 @@ static void *wait_then_return(void *arg)
     return NULL;
 }
 
-static bool waiting_is(pool_t *pool, int n)
-{
-    int64_t deadline = test_now_ms() + 5000;
-    do {
-        pool_stats_t st;
-        pool_get_stats(pool, &st);
-        if (st.waiting == n)
-            return true;
-        test_sleep_ms(1);
-    } while (test_now_ms() < deadline);
-    return false;
-}
-
 static pool_t *one_connection_pool(const char *app)
 {
     pool_config_t cfg;
@@ -63,7 +50,7 @@ static void test_waiters_are_served_in_arrival_order(void **state)
     for (int i = 0; i < NWAITERS; i++) {
         w[i] = (waiter_arg_t){.pool = pool, .id = i, .served_seq = &seq, .served_at = -1};
         pthread_create(&t[i], NULL, wait_then_return, &w[i]);
-        assert_true(waiting_is(pool, i + 1)); /* arrival order is known */
+        assert_true(test_wait_waiting(pool, i + 1)); /* arrival order is known */
     }
     pool_putconn(pool, held);
     for (int i = 0; i < NWAITERS; i++)
@@ -96,7 +83,7 @@ static void test_a_newcomer_never_takes_a_connection_from_a_waiter(void **state)
     keeper_t w = {.pool = pool};
     pthread_t t;
     pthread_create(&t, NULL, wait_and_keep, &w);
-    assert_true(waiting_is(pool, 1));
+    assert_true(test_wait_waiting(pool, 1));
     pool_putconn(pool, held);
     /* Handed straight to the waiter: nothing idle for a caller arriving now,
        however fast it comes, even before the waiter has woken up. */
@@ -117,12 +104,12 @@ static void test_one_return_serves_exactly_one_waiter(void **state)
     pthread_t t[3];
     for (int i = 0; i < 3; i++) {
         pthread_create(&t[i], NULL, wait_and_keep, &k[i]);
-        assert_true(waiting_is(pool, i + 1));
+        assert_true(test_wait_waiting(pool, i + 1));
     }
     pool_putconn(pool, held);
     pthread_join(t[0], NULL);
     assert_non_null(k[0].conn);
-    assert_true(waiting_is(pool, 2)); /* the others still wait */
+    assert_true(test_wait_waiting(pool, 2)); /* the others still wait */
     assert_false(atomic_load(&k[1].done));
     assert_false(atomic_load(&k[2].done));
     pool_putconn(pool, k[0].conn);
@@ -146,7 +133,7 @@ static void test_a_timed_out_waiter_leaves_the_line_for_the_next(void **state)
     pthread_t t;
     assert_null(pool_getconn_timeout(pool, 100)); /* waits alone, times out */
     pthread_create(&t, NULL, wait_then_return, &second);
-    assert_true(waiting_is(pool, 1));
+    assert_true(test_wait_waiting(pool, 1));
     pool_putconn(pool, held);
     pthread_join(t, NULL);
     assert_int_equal(second.err, POOL_OK);

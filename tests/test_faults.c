@@ -261,13 +261,6 @@ static void test_backends_terminated_under_load_are_replaced(void **state)
     pool_destroy(pool);
 }
 
-static bool idle_is_one(void *arg)
-{
-    pool_stats_t st;
-    pool_get_stats(arg, &st);
-    return st.idle == 1;
-}
-
 static void test_a_caller_never_waits_past_its_deadline_for_a_hanging_connect(void **state)
 {
     if (!test_server_controllable())
@@ -289,7 +282,7 @@ static void test_a_caller_never_waits_past_its_deadline_for_a_hanging_connect(vo
     assert_true(test_server("resume"));
     assert_in_range(elapsed, 300, 1000);
     /* The attempt that outlived its caller completes and waits, idle. */
-    assert_true(test_wait_for(idle_is_one, pool, 5000));
+    assert_true(test_wait_idle(pool, 1, 5000));
     PGconn *c = pool_getconn_timeout(pool, 0);
     assert_non_null(c);
     assert_int_equal(test_query_int(c, "SELECT 1"), 1);
