@@ -55,7 +55,7 @@ void pool_set_error(pool_err_t code, const char *fmt, ...)
 
 /* Replaces every occurrence of the pool's password in msg (a buffer of
    POOL_MSG_LEN bytes) with asterisks. */
-void pool_scrub(const pool_t *pool, char *msg)
+static void pool_scrub(const pool_t *pool, char *msg)
 {
     const char *pw = pool ? pool->password : NULL;
     if (!pw || !*pw || !strstr(msg, pw))

@@ -21,7 +21,7 @@ static bool pool_is_live(const pool_t *pool)
     return pool && pool->magic == POOL_MAGIC;
 }
 
-int pool_max_total(const pool_t *pool)
+static int pool_max_total(const pool_t *pool)
 {
     return pool->cfg.max_size + pool->cfg.max_overflow;
 }
@@ -50,7 +50,7 @@ static void idle_push_locked(pool_t *pool, pool_conn_t *c, int64_t now_us)
     pool->nidle++;
 }
 
-void pool_idle_remove_locked(pool_t *pool, pool_conn_t *c)
+static void pool_idle_remove_locked(pool_t *pool, pool_conn_t *c)
 {
     if (c->prev)
         c->prev->next = c->next;

@@ -122,7 +122,6 @@ void pool_set_error(pool_err_t code, const char *fmt, ...)
 void pool_set_error_msg(pool_err_t code, const char *msg);
 void pool_log(const pool_t *pool, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void pool_scrub(const pool_t *pool, char *msg);
 void pool_copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg);
 char *pool_password_of(const char *conninfo);
 
@@ -159,12 +158,10 @@ pool_waiter_t *waitq_pop_front(pool_waitq_t *q);
 void waitq_remove(pool_waitq_t *q, pool_waiter_t *w);
 
 /* pool.c: shared by the background threads; all called with pool->lock held */
-int pool_max_total(const pool_t *pool);
 PGconn *pool_make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us);
 pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t started_us,
                                int64_t now_us);
 PGconn *pool_detach_locked(pool_t *pool, pool_conn_t *c);
-void pool_idle_remove_locked(pool_t *pool, pool_conn_t *c);
 int pool_connect_demand_locked(const pool_t *pool);
 void pool_wake_workers_locked(pool_t *pool);
 void pool_finish_closes(pool_t *pool, PGconn **pgs, int n, bool graceful); /* lock NOT held */
@@ -173,7 +170,6 @@ void pool_enter_locked(pool_t *pool);
 
 /* workers.c: connection attempts in the background */
 void *connect_worker_main(void *arg);
-void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t now_us);
 
 /* maint.c */
 void *maint_main(void *arg);

@@ -16,7 +16,7 @@
 /* Records a failed attempt.  When nothing is open that could come back and no
    other attempt is under way, every waiter fails now with libpq's reason
    instead of waiting out its timeout. */
-void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t now_us)
+static void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t now_us)
 {
     pool->stats.connect_errors++;
     snprintf(pool->last_error, sizeof pool->last_error, "%s", msg);
