@@ -249,6 +249,18 @@ POOL_EXTERN const char *pool_strerror(pool_err_t err);
    or POOL_EINVAL for a NULL argument.  Thread-safe. */
 POOL_EXTERN int pool_get_stats(pool_t *pool, pool_stats_t *out);
 
+typedef enum pool_format { POOL_FORMAT_PROMETHEUS, POOL_FORMAT_JSON } pool_format_t;
+
+/* Writes snapshot *s as text labelled with pool name `name`: Prometheus text
+   exposition format 0.0.4 (metrics pgpool_*, label pool="<name>") or one JSON
+   object (keys named as the pool_stats_t fields).  Like snprintf: writes at most
+   len bytes including the terminating NUL (buf may be NULL when len is 0) and
+   returns the length the whole text needs, without the NUL; -1 with
+   pool_errcode() POOL_EINVAL for a NULL s or name, an unknown format, or a NULL
+   buf with len > 0.  Never blocks; thread-safe. */
+POOL_EXTERN int pool_stats_format(const pool_stats_t *s, pool_format_t fmt, const char *name,
+                                  char *buf, size_t len);
+
 /* The q-quantile (q clamped to [0, 1]) of h: the upper bound in us (2^i) of the
    first bucket i at which the running count reaches max(1, ceil(q * count));
    UINT64_MAX when that is the last, unbounded bucket; 0 for NULL or an empty

@@ -1,0 +1,238 @@
+/*
+ * format.c - pool_stats_format: a stats snapshot as Prometheus text (format
+ * 0.0.4) or as one JSON object, written snprintf-style into the caller's
+ * buffer, so a caller can size it with a first call of length 0.
+ */
+#include "pool_internal.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+/* Appends to a fixed buffer, counting what the whole text needs. */
+typedef struct out {
+    char *buf;
+    size_t len;  /* capacity, NUL included */
+    size_t need; /* length of the whole text so far */
+} out_t;
+
+static void put(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(out_t *o, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *dst = o->need < o->len ? o->buf + o->need : NULL;
+    int n = vsnprintf(dst, dst ? o->len - o->need : 0, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        o->need += (size_t)n;
+}
+
+static void put_char(out_t *o, char c)
+{
+    if (o->need + 1 < o->len)
+        o->buf[o->need] = c;
+    o->need++;
+}
+
+/* Microseconds as seconds, exactly: 1500000 -> "1.500000". */
+static void put_seconds(out_t *o, uint64_t us)
+{
+    put(o, "%llu.%06llu", (unsigned long long)(us / 1000000), (unsigned long long)(us % 1000000));
+}
+
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void put_label_value(out_t *o, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            put(o, "\\%c", *s);
+        else if (*s == '\n')
+            put(o, "\\n");
+        else
+            put_char(o, *s);
+    }
+}
+
+/* A JSON string body (RFC 8259): quote, backslash and control characters escaped. */
+static void put_json_string(out_t *o, const char *s)
+{
+    put_char(o, '"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            put(o, "\\%c", c);
+        else if (c < 0x20)
+            put(o, "\\u%04x", c);
+        else
+            put_char(o, (char)c);
+    }
+    put_char(o, '"');
+}
+
+/* ---- Prometheus ---------------------------------------------------------- */
+
+static void prom_head(out_t *o, const char *metric, const char *type, const char *help)
+{
+    put(o, "# HELP pgpool_%s %s\n# TYPE pgpool_%s %s\n", metric, help, metric, type);
+}
+
+static void prom_label(out_t *o, const char *metric, const char *name)
+{
+    put(o, "pgpool_%s{pool=\"", metric);
+    put_label_value(o, name);
+    put(o, "\"");
+}
+
+static void prom_value(out_t *o, const char *metric, const char *type, const char *help,
+                       const char *name, uint64_t value)
+{
+    prom_head(o, metric, type, help);
+    prom_label(o, metric, name);
+    put(o, "} %llu\n", (unsigned long long)value);
+}
+
+static void prom_seconds(out_t *o, const char *metric, const char *type, const char *help,
+                         const char *name, uint64_t us)
+{
+    prom_head(o, metric, type, help);
+    prom_label(o, metric, name);
+    put(o, "} ");
+    put_seconds(o, us);
+    put(o, "\n");
+}
+
+static void prom_hist(out_t *o, const char *metric, const char *help, const char *name,
+                      const pool_hist_t *h)
+{
+    char bucket[64], sum[64], count[64];
+    snprintf(bucket, sizeof bucket, "%s_bucket", metric);
+    snprintf(sum, sizeof sum, "%s_sum", metric);
+    snprintf(count, sizeof count, "%s_count", metric);
+    prom_head(o, metric, "histogram", help);
+    uint64_t cumulative = 0;
+    for (int i = 0; i < POOL_HIST_BUCKETS - 1; i++) {
+        cumulative += h->bucket[i];
+        prom_label(o, bucket, name);
+        put(o, ",le=\"");
+        put_seconds(o, (uint64_t)1 << i);
+        put(o, "\"} %llu\n", (unsigned long long)cumulative);
+    }
+    prom_label(o, bucket, name);
+    put(o, ",le=\"+Inf\"} %llu\n", (unsigned long long)h->count);
+    prom_label(o, sum, name);
+    put(o, "} ");
+    put_seconds(o, h->sum_us);
+    put(o, "\n");
+    prom_label(o, count, name);
+    put(o, "} %llu\n", (unsigned long long)h->count);
+}
+
+static void format_prometheus(out_t *o, const pool_stats_t *s, const char *name)
+{
+    prom_head(o, "connections", "gauge", "Open connections and attempts in flight, by state.");
+    const char *states[] = {"idle", "in_use", "connecting"};
+    int values[] = {s->idle, s->in_use, s->connecting};
+    for (int i = 0; i < 3; i++) {
+        prom_label(o, "connections", name);
+        put(o, ",state=\"%s\"} %d\n", states[i], values[i]);
+    }
+    prom_value(o, "waiting", "gauge", "Callers blocked in pool_getconn.", name, (uint64_t)s->waiting);
+    prom_value(o, "min_size", "gauge", "Configured min_size.", name, (uint64_t)s->min_size);
+    prom_value(o, "max_size", "gauge", "Configured max_size.", name, (uint64_t)s->max_size);
+    prom_value(o, "max_overflow", "gauge", "Configured max_overflow.", name, (uint64_t)s->max_overflow);
+
+    const struct {
+        const char *metric, *help;
+        uint64_t value;
+    } counters[] = {
+        {"acquired_total", "Successful pool_getconn calls.", s->acquired},
+        {"acquire_timeouts_total", "pool_getconn calls that timed out.", s->acquire_timeouts},
+        {"acquire_errors_total", "pool_getconn calls that failed otherwise.", s->acquire_errors},
+        {"connects_total", "Connections opened.", s->connects},
+        {"connect_errors_total", "Failed attempts to open a connection.", s->connect_errors},
+        {"closed_total", "Connections closed, for any reason.", s->closed},
+        {"closed_broken_total", "Connections closed because dead or unusable.", s->closed_broken},
+        {"closed_idle_total", "Connections closed by idle_timeout_ms.", s->closed_idle},
+        {"closed_lifetime_total", "Connections closed by max_lifetime_ms.", s->closed_lifetime},
+        {"pings_total", "Round-trip validations run.", s->pings},
+        {"rollbacks_total", "Connections returned inside a transaction, rolled back.", s->rollbacks},
+        {"leaks_total", "Checkouts that passed leak_timeout_ms.", s->leaks},
+    };
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+        prom_value(o, counters[i].metric, "counter", counters[i].help, name, counters[i].value);
+    prom_seconds(o, "wait_time_seconds_total", "counter", "Time callers spent in pool_getconn.",
+                 name, s->wait_us_total);
+    prom_seconds(o, "wait_time_max_seconds", "gauge", "Longest time one call spent in pool_getconn.",
+                 name, s->wait_us_max);
+    prom_seconds(o, "hold_time_seconds_total", "counter", "Time connections spent checked out.",
+                 name, s->hold_us_total);
+    prom_hist(o, "wait_seconds", "Time spent in pool_getconn.", name, &s->wait_hist);
+    prom_hist(o, "hold_seconds", "Checkout to return.", name, &s->hold_hist);
+    prom_hist(o, "connect_seconds", "Opening one connection, on_connect included.", name,
+              &s->connect_hist);
+}
+
+/* ---- JSON ----------------------------------------------------------------- */
+
+static void json_hist(out_t *o, const char *key, const pool_hist_t *h)
+{
+    put(o, ",\"%s\":{\"count\":%llu,\"sum_us\":%llu,\"buckets\":[", key,
+        (unsigned long long)h->count, (unsigned long long)h->sum_us);
+    for (int i = 0; i < POOL_HIST_BUCKETS; i++)
+        put(o, "%s%llu", i ? "," : "", (unsigned long long)h->bucket[i]);
+    put(o, "]}");
+}
+
+static void format_json(out_t *o, const pool_stats_t *s, const char *name)
+{
+    put(o, "{\"pool\":");
+    put_json_string(o, name);
+    put(o, ",\"total\":%d,\"idle\":%d,\"in_use\":%d,\"connecting\":%d,\"waiting\":%d"
+           ",\"min_size\":%d,\"max_size\":%d,\"max_overflow\":%d",
+        s->total, s->idle, s->in_use, s->connecting, s->waiting, s->min_size, s->max_size,
+        s->max_overflow);
+    const struct {
+        const char *key;
+        uint64_t value;
+    } counters[] = {
+        {"acquired", s->acquired},         {"acquire_timeouts", s->acquire_timeouts},
+        {"acquire_errors", s->acquire_errors}, {"connects", s->connects},
+        {"connect_errors", s->connect_errors}, {"closed", s->closed},
+        {"closed_broken", s->closed_broken}, {"closed_idle", s->closed_idle},
+        {"closed_lifetime", s->closed_lifetime}, {"pings", s->pings},
+        {"rollbacks", s->rollbacks},       {"leaks", s->leaks},
+        {"wait_us_total", s->wait_us_total}, {"wait_us_max", s->wait_us_max},
+        {"hold_us_total", s->hold_us_total},
+    };
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+        put(o, ",\"%s\":%llu", counters[i].key, (unsigned long long)counters[i].value);
+    json_hist(o, "wait_hist", &s->wait_hist);
+    json_hist(o, "hold_hist", &s->hold_hist);
+    json_hist(o, "connect_hist", &s->connect_hist);
+    put(o, "}\n");
+}
+
+int pool_stats_format(const pool_stats_t *s, pool_format_t fmt, const char *name, char *buf,
+                      size_t len)
+{
+    if (!s || !name || (!buf && len > 0) ||
+        (fmt != POOL_FORMAT_PROMETHEUS && fmt != POOL_FORMAT_JSON)) {
+        pool_set_error(POOL_EINVAL, "pool_stats_format: %s",
+                       !s ? "stats is NULL" : !name ? "name is NULL"
+                       : !buf && len > 0 ? "buf is NULL but len is not 0" : "unknown format");
+        return -1;
+    }
+    out_t o = {.buf = buf, .len = len, .need = 0};
+    if (fmt == POOL_FORMAT_PROMETHEUS)
+        format_prometheus(&o, s, name);
+    else
+        format_json(&o, s, name);
+    if (len > 0)
+        buf[o.need < len ? o.need : len - 1] = '\0';
+    if (o.need > INT_MAX) {
+        pool_set_error(POOL_EINVAL, "pool_stats_format: text longer than INT_MAX");
+        return -1;
+    }
+    return (int)o.need;
+}
