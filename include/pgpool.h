@@ -203,7 +203,9 @@ POOL_EXTERN PGconn *pool_getconn(pool_t *pool);
    transaction, in blocking mode.  Waits (first come, first served) until one
    is free or newly opened, at most timeout_ms (0: only take an idle one, do not
    wait, but have one opened in the background for the next caller if there is
-   room; <0: wait forever).  The caller owns it until pool_putconn or
+   room; <0: wait forever).  A round-trip check due on the connection it
+   claimed may run up to 20 ms past a nearer deadline, since cutting it short
+   would close a healthy connection.  The caller owns it until pool_putconn or
    pool_discard; never PQfinish it.  Returns NULL and sets pool_errcode() to
    POOL_ETIMEDOUT, POOL_ECONNECT (the database refuses connections and nothing
    checked out could come back), POOL_EBUSY (max_waiting reached), POOL_ECLOSED

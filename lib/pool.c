@@ -482,6 +482,17 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
     }
 }
 
+/* The bound on a round-trip check: the caller's deadline, but never less than
+   POOL_PING_GRACE_US (a timeout-0 caller's deadline has passed already) and
+   never more than connect_timeout_ms. */
+static int64_t ping_deadline(const pool_t *pool, int64_t now, int64_t caller_deadline)
+{
+    int64_t longest = now + (int64_t)pool->cfg.connect_timeout_ms * 1000;
+    int64_t shortest = now + POOL_PING_GRACE_US;
+    int64_t d = caller_deadline > shortest ? caller_deadline : shortest;
+    return d < longest ? d : longest;
+}
+
 /* Finishes a getconn call under the lock: statistics and the drain count. */
 static void getconn_done_locked(pool_t *pool, pool_err_t rc, int64_t start_us, int64_t end_us)
 {
@@ -551,10 +562,8 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         conn_health_t health = conn_check_nowait(c->pg, pool->cfg.pre_ping);
         bool alive = health != CONN_DEAD;
         ping = ping || health == CONN_SUSPECT;
-        if (alive && ping) {
-            int64_t ping_deadline = now + (int64_t)pool->cfg.connect_timeout_ms * 1000;
-            alive = conn_exec_bounded(c->pg, "", ping_deadline < deadline ? ping_deadline : deadline);
-        }
+        if (alive && ping)
+            alive = conn_exec_bounded(c->pg, "", ping_deadline(pool, now, deadline));
 
         pthread_mutex_lock(&pool->lock);
         clock_stale = clock_stale || ping;

@@ -20,6 +20,9 @@
 #define POOL_BACKOFF_MIN_US 10000   /* first retry after a failed connect */
 #define POOL_BACKOFF_MAX_US 1000000 /* retries never wait longer than this */
 #define POOL_MAX_CONNECTIONS 100000 /* sanity bound on max_size + max_overflow */
+#define POOL_PING_GRACE_US 20000    /* a due round trip gets this long even past the
+                                       caller's deadline: cut shorter, it would close
+                                       a healthy connection (query left in flight) */
 
 /* Where a connection is.  Each pool_conn_t is in exactly one state. */
 typedef enum conn_state {

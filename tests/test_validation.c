@@ -79,6 +79,24 @@ static void test_ping_idle_zero_pings_every_checkout(void **state)
     pool_destroy(pool);
 }
 
+static void test_a_caller_that_cannot_wait_does_not_lose_connections_to_the_ping(void **state)
+{
+    /* A round trip due at checkout needs a moment even when the caller's
+       deadline is now: cutting it short would close a healthy connection. */
+    pool_t *pool = make_pool("val_ping_nowait", 1, 1, 1, 0);
+    for (int i = 0; i < 20; i++) {
+        PGconn *c = pool_getconn_timeout(pool, 0);
+        assert_non_null(c);
+        pool_putconn(pool, c);
+    }
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.pings, 20);
+    assert_int_equal(st.closed_broken, 0);
+    assert_int_equal(st.connects, 1);
+    pool_destroy(pool);
+}
+
 static void test_pre_ping_off_never_pings(void **state)
 {
     pool_t *pool = make_pool("val_noping", 1, 1, 0, 0);
@@ -153,6 +171,7 @@ int main(void)
         cmocka_unit_test(test_terminated_idle_backends_are_never_handed_out),
         cmocka_unit_test(test_round_trip_runs_only_after_ping_idle_ms),
         cmocka_unit_test(test_ping_idle_zero_pings_every_checkout),
+        cmocka_unit_test(test_a_caller_that_cannot_wait_does_not_lose_connections_to_the_ping),
         cmocka_unit_test(test_pre_ping_off_never_pings),
         cmocka_unit_test(test_a_silent_backend_fails_the_round_trip_within_connect_timeout),
         cmocka_unit_test(test_a_pending_notify_is_not_mistaken_for_a_dead_connection),
