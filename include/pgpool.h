@@ -86,7 +86,8 @@ typedef enum pool_err {
 #define POOL_LOG_DEBUG 3
 
 typedef struct pool_config {
-    const char *conninfo;    /* libpq keyword/value string or URI; required; copied */
+    const char *conninfo;    /* libpq keyword/value string or URI; required; copied; may
+                                carry pool_* settings (see pool_create) */
     int min_size;            /* connections kept open even when idle (default 1) */
     int max_size;            /* connections kept when idle, at most (default 10) */
     int max_overflow;        /* extra connections opened under load beyond max_size,
@@ -175,8 +176,16 @@ POOL_EXTERN void pool_config_init(pool_config_t *cfg);
 /* ------------------------------------------------------------------------ */
 
 /* Checks *cfg, copies what it needs (conninfo and reset_query included) and
-   opens min_size connections before it returns; blocks for at most about
-   min_size * connect_timeout_ms.  Returns NULL on failure, with a message in
+   opens min_size connections before it returns.  The conninfo may carry pool
+   settings that override the struct's fields (the operator's URL wins):
+   pool_min_size, pool_max_size, pool_max_overflow, pool_max_waiting (counts),
+   pool_acquire_timeout (-1 = for ever), pool_connect_timeout, pool_idle_timeout,
+   pool_max_lifetime, pool_ping_idle, pool_leak_timeout (durations: a whole
+   number with ms, s, min or h; bare = ms), pool_pre_ping (0/1/on/off/true/false)
+   and pool_reset_query (empty = none), as URI query parameters (percent-decoded)
+   or keyword/value pairs; a later duplicate wins; libpq never sees them, and an
+   unknown pool_ key or a bad value fails with a message naming the key.  Blocks
+   for at most about min_size * connect_timeout_ms.  Returns NULL on failure, with a message in
    errbuf (when errbuf is not NULL, truncated to errlen bytes including the NUL)
    naming the bad field or giving libpq's reason when the first connection
    cannot be opened; pool_errcode() says POOL_EINVAL, POOL_ECONNECT or

@@ -278,20 +278,50 @@ static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
     return POOL_OK;
 }
 
+/* The config pool_create works from: the caller's, with the conninfo's pool_*
+   settings applied (the operator's URL wins) and taken out of the conninfo,
+   then checked.  On failure the message is in msg, scrubbed. */
+static pool_err_t effective_config(const pool_config_t *cfg, pool_settings_t *set, char *msg,
+                                   size_t len)
+{
+    int rc = settings_from_conninfo(cfg, set, msg, len);
+    if (rc == POOL_OK) {
+        rc = config_validate(cfg && cfg->conninfo ? &set->cfg : cfg, msg, len);
+        if (rc != POOL_OK && set->applied > 0)
+            snprintf(msg + strlen(msg), len - strlen(msg),
+                     " (with the conninfo's pool_* settings applied)");
+    }
+    if (rc != POOL_OK) {
+        /* Our words about a pool_* value never hold the password, but a
+           value could be mistyped into the wrong place: scrub anyway. */
+        pool_t scrubber = {.password = cfg && cfg->conninfo ? pool_password_of(cfg->conninfo) : NULL};
+        char raw[POOL_MSG_LEN];
+        snprintf(raw, sizeof raw, "%s", msg);
+        pool_copy_libpq_message(&scrubber, msg, len, raw);
+        free(scrubber.password);
+        settings_free(set);
+    }
+    return (pool_err_t)rc;
+}
+
 pool_t *pool_create(const pool_config_t *cfg, char *errbuf, size_t errlen)
 {
     char msg[POOL_MSG_LEN];
-    if (config_validate(cfg, msg, sizeof msg) != POOL_OK) {
-        fail_create(errbuf, errlen, POOL_EINVAL, msg);
+    pool_settings_t set;
+    pool_err_t rc = effective_config(cfg, &set, msg, sizeof msg);
+    if (rc != POOL_OK) {
+        fail_create(errbuf, errlen, rc, msg);
         return NULL;
     }
-    pool_t *pool = pool_alloc(cfg);
+    pool_t *pool = pool_alloc(&set.cfg);
+    settings_free(&set);
     if (!pool) {
         fail_create(errbuf, errlen, POOL_ENOMEM, "out of memory");
         return NULL;
     }
+    cfg = &pool->cfg;
     for (int i = 0; i < cfg->min_size; i++) {
-        pool_err_t rc = open_one(pool, msg, sizeof msg);
+        rc = open_one(pool, msg, sizeof msg);
         if (rc == POOL_OK)
             continue;
         if (i == 0) {

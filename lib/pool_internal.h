@@ -134,6 +134,18 @@ void hist_record(pool_hist_t *h, uint64_t us);
 /* config.c */
 int config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen);
 
+/* settings.c: pool_* keys in the conninfo */
+typedef struct pool_settings {
+    pool_config_t cfg;   /* the caller's config with the conninfo's pool_* keys applied;
+                            its conninfo and reset_query point into this struct */
+    char *conninfo;      /* the conninfo without the pool_* keys, for libpq; owned */
+    char *reset_query;   /* from pool_reset_query; owned; NULL when not given or empty */
+    int applied;         /* how many pool_* keys were found */
+} pool_settings_t;
+int settings_from_conninfo(const pool_config_t *cfg, pool_settings_t *out, char *errbuf,
+                           size_t errlen);
+void settings_free(pool_settings_t *s);
+
 /* conn.c: opening, validating and resetting one connection, all outside the lock */
 PGconn *conn_open(pool_t *pool, char *err, size_t errlen);
 typedef enum conn_health {
