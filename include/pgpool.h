@@ -117,6 +117,14 @@ typedef struct pool_config {
                                 POOL_LOG_WARN, POOL_LOG_INFO, POOL_LOG_DEBUG; default:
                                 errors and warnings to stderr */
     void *arg;               /* passed to the callbacks */
+    /* Added with the operator features; NULL (the default) = no hook.  Neither
+       runs with a pool lock held, so both may call the pool (not pool_destroy). */
+    int (*on_checkout)(PGconn *conn, void *arg); /* after validation, just before
+                                pool_getconn hands conn out; nonzero: close it and
+                                serve the caller from another, within its deadline */
+    int (*on_checkin)(PGconn *conn, void *arg);  /* first thing in pool_putconn, before
+                                any rollback or reset_query; nonzero: close it instead
+                                of reusing it.  Not run by pool_discard */
 } pool_config_t;
 
 /* Latency histograms: fixed log2 buckets in microseconds. bucket[0] counts samples
@@ -235,6 +243,41 @@ POOL_EXTERN int pool_putconn(pool_t *pool, PGconn *conn);
    in the background when below min_size.  POOL_OK or POOL_EINVAL as for
    pool_putconn.  Never blocks on the network.  Thread-safe. */
 POOL_EXTERN int pool_discard(pool_t *pool, PGconn *conn);
+
+/* ------------------------------------------------------------------------ */
+/* Runtime control                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Each is safe under load, from any thread, never interrupts a borrower, and
+   returns POOL_OK, or POOL_EINVAL (pool_errmsg says why) for a pool that is
+   NULL or not live. */
+
+/* Changes the pool's size with the same checks as pool_create (POOL_EINVAL
+   naming the field, the pool unchanged; POOL_ENOMEM).  Growing serves waiters
+   at once and a higher min_size is filled in the background at once.
+   Shrinking closes idle connections above the new max_size before it returns
+   (blocking while their backends exit, each at most connect_timeout_ms) and
+   in-use ones when returned, even with callers waiting, while more than
+   max_size + max_overflow are open. */
+POOL_EXTERN int pool_resize(pool_t *pool, int min_size, int max_size, int max_overflow);
+
+/* Retires every connection, for failover or credential rotation: idle ones
+   are closed before it returns (blocking as pool_resize does), checked-out
+   ones when returned (never reused nor handed to a waiter), and new ones
+   refill to min_size in the background.  No connection whose opening began
+   before the call is handed out after it. */
+POOL_EXTERN int pool_evict(pool_t *pool);
+
+/* Stops handing out connections: pool_getconn waits in line (counted in
+   `waiting`, first come first served) within its deadline until
+   pool_resume; timeout-0 callers fail at once with POOL_ETIMEDOUT.  Returns,
+   maintenance, stats and pool_destroy go on; no new connections are opened
+   beyond min_size.  Never blocks; idempotent. */
+POOL_EXTERN int pool_pause(pool_t *pool);
+
+/* Hands out connections again, to the waiters in their order first.  Never
+   blocks; idempotent. */
+POOL_EXTERN int pool_resume(pool_t *pool);
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                   */

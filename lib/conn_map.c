@@ -2,9 +2,10 @@
  * conn_map.c - finds the pool_conn_t of a returned PGconn in O(1).
  *
  * Open addressing with linear probing and backward-shift deletion over a
- * table sized at create time to at least twice the most connections the pool
- * can hold, so it never fills and never needs to grow.  No allocation after
- * init.  The caller holds pool->lock.
+ * table sized to at least twice the most connections the pool can hold, so
+ * it never fills.  It is allocated at create time and again only when
+ * pool_resize raises the maximum: never on the borrowing path.  The caller
+ * holds pool->lock.
  */
 #include "pool_internal.h"
 
@@ -74,4 +75,18 @@ void conn_map_remove(conn_map_t *map, const PGconn *pg)
         }
     }
     map->slots[hole] = NULL;
+}
+
+/* Rehashes into a table for max_entries; the old one is kept on failure. */
+int conn_map_resize(conn_map_t *map, size_t max_entries)
+{
+    conn_map_t bigger;
+    if (conn_map_init(&bigger, max_entries) != POOL_OK)
+        return POOL_ENOMEM;
+    for (size_t i = 0; i <= map->mask; i++)
+        if (map->slots[i])
+            conn_map_insert(&bigger, map->slots[i]);
+    conn_map_free(map);
+    *map = bigger;
+    return POOL_OK;
 }

@@ -16,16 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool pool_is_live(const pool_t *pool)
-{
-    return pool && pool->magic == POOL_MAGIC;
-}
-
-static int pool_max_total(const pool_t *pool)
-{
-    return pool->cfg.max_size + pool->cfg.max_overflow;
-}
-
 /* Every entry point calls this first, under the lock: a pool used for the
    first time in a forked child drops what it inherited. */
 void pool_enter_locked(pool_t *pool)
@@ -113,7 +103,8 @@ int pool_connect_demand_locked(const pool_t *pool)
         return 0;
     int room = pool_max_total(pool) - pool->nopen - pool->nconnecting - pool->nclosing;
     int for_min = pool->cfg.min_size - pool->nopen - pool->nconnecting;
-    int for_waiters = pool->waiters.len + pool->grow_wanted - pool->nconnecting;
+    /* Paused, nobody is served: connections are kept to min_size only. */
+    int for_waiters = pool->paused ? 0 : pool->waiters.len + pool->grow_wanted - pool->nconnecting;
     int want = for_min > for_waiters ? for_min : for_waiters;
     return want < room ? want : room;
 }
@@ -129,25 +120,53 @@ void pool_wake_workers_locked(pool_t *pool)
 
 /* ---- making a connection available -------------------------------------- */
 
+static void hand_to_waiter_locked(pool_conn_t *c, pool_waiter_t *w, int64_t now_us)
+{
+    c->state = CONN_CHECKING;
+    c->idle_since_us = now_us;
+    w->conn = c;
+    pthread_cond_signal(&w->cond);
+}
+
 /* c (open, validated or new, not on any list) goes to the longest waiter, else
    to the idle list, else - above max_size with nobody waiting - it is closed.
-   Returns the PGconn to close, or NULL. */
+   It is closed as well when it was evicted, or when more than max_size +
+   max_overflow are open (after pool_resize shrank the pool) even if someone
+   waits.  Returns the PGconn to close, or NULL. */
 PGconn *pool_make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us)
 {
-    if (pool->closed)
+    if (pool->closed || c->epoch != pool->epoch || pool->nopen > pool_max_total(pool))
         return pool_detach_locked(pool, c);
-    pool_waiter_t *w = waitq_pop_front(&pool->waiters);
+    pool_waiter_t *w = pool->paused ? NULL : waitq_pop_front(&pool->waiters);
     if (w) {
-        c->state = CONN_CHECKING;
-        c->idle_since_us = now_us;
-        w->conn = c;
-        pthread_cond_signal(&w->cond);
+        hand_to_waiter_locked(c, w, now_us);
         return NULL;
     }
     if (pool->nopen > pool->cfg.max_size)
         return pool_detach_locked(pool, c);
     idle_push_locked(pool, c, now_us);
     return NULL;
+}
+
+/* Hands idle connections to waiters, longest waiter first (pool_resume). */
+void pool_serve_waiters_locked(pool_t *pool)
+{
+    int64_t now = clock_now_us();
+    while (pool->idle_head && pool->waiters.head) {
+        pool_conn_t *c = pool->idle_head;
+        pool_idle_remove_locked(pool, c);
+        hand_to_waiter_locked(c, waitq_pop_front(&pool->waiters), now);
+    }
+}
+
+/* Detaches up to max idle connections, oldest first, while more than keep
+   are open; returns how many, their PGconns in out for pool_finish_closes. */
+int pool_detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max)
+{
+    int n = 0;
+    while (n < max && pool->idle_tail && pool->nopen > keep)
+        out[n++] = pool_detach_locked(pool, pool->idle_tail);
+    return n;
 }
 
 static bool past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us)
@@ -199,6 +218,7 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
     pthread_cond_init(&pool->drain_cond, &pool->cond_attr);
     atomic_init(&pool->stopping, false);
     pool->fork_gen = fork_generation();
+    pool->map_total = pool_max_total(pool);
     pool->magic = POOL_MAGIC;
     /* Room for every live connection plus as many inherited across a fork. */
     if (!pool->conninfo || (cfg->reset_query && !pool->reset_query) ||
@@ -237,11 +257,12 @@ static bool session_identity_changed(const pool_conn_t *c)
     return !user || !super || strcmp(user, c->session_user) != 0 || super[1] != c->superuser;
 }
 
-pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t started_us,
-                               int64_t now_us)
+pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, unsigned epoch,
+                               int64_t started_us, int64_t now_us)
 {
     memset(c, 0, sizeof *c);
     c->pg = pg;
+    c->epoch = epoch;
     record_identity(c);
     c->created_us = now_us;
     c->state = CONN_CHECKING;
@@ -270,8 +291,9 @@ static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
     }
     pthread_mutex_lock(&pool->lock);
     int64_t now = clock_now_us();
-    PGconn *excess =
-        pool_make_available_locked(pool, conn_track_locked(pool, c, pg, started, now), now);
+    /* No pool_evict can have run yet: the pool is not handed out. */
+    PGconn *excess = pool_make_available_locked(
+        pool, conn_track_locked(pool, c, pg, pool->epoch, started, now), now);
     pthread_mutex_unlock(&pool->lock);
     if (excess)
         pool_finish_closes(pool, &excess, 1, true);
@@ -425,8 +447,9 @@ static void set_timeout_error_locked(const pool_t *pool, int timeout_ms)
 {
     bool failing = pool->connect_failing;
     pool_set_error(POOL_ETIMEDOUT,
-                   "timed out after %d ms waiting for a connection (%d open, %d in use, %d waiting)%s%.380s",
+                   "timed out after %d ms waiting for a connection (%d open, %d in use, %d waiting%s)%s%.380s",
                    timeout_ms, pool->nopen, pool->nopen - pool->nidle, pool->waiters.len,
+                   pool->paused ? ", pool paused" : "",
                    failing ? "; last connection error: " : "", failing ? pool->last_error : "");
 }
 
@@ -458,7 +481,7 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
             pool_set_error(POOL_ECLOSED, "pool is closed");
             return POOL_ECLOSED;
         }
-        pool_conn_t *c = pool->idle_head;
+        pool_conn_t *c = pool->paused ? NULL : pool->idle_head;
         if (c) {
             pool_idle_remove_locked(pool, c);
             c->state = CONN_CHECKING;
@@ -488,6 +511,10 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
         }
         w->conn = NULL;
         w->err = POOL_OK;
+        if (!w->cond_ready) { /* only callers that wait pay for it */
+            pthread_cond_init(&w->cond, &pool->cond_attr);
+            w->cond_ready = true;
+        }
         if (*at_front)
             waitq_push_front(&pool->waiters, w);
         else
@@ -550,7 +577,7 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
     int64_t start = clock_now_us();
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : start + (int64_t)timeout_ms * 1000;
     pool_waiter_t w = {0};
-    bool cond_ready = false, at_front = false;
+    bool at_front = false;
     pool_err_t rc;
     pool_conn_t *c = NULL;
     /* The clock is read again only after something took time (waiting in
@@ -563,10 +590,6 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
     pool_enter_locked(pool);
     pool->ncalls++;
     for (;;) {
-        if (!cond_ready && !pool->idle_head) {
-            pthread_cond_init(&w.cond, &pool->cond_attr);
-            cond_ready = true;
-        }
         rc = claim_locked(pool, &w, deadline, timeout_ms, &at_front, &c);
         clock_stale = clock_stale || at_front;
         if (rc != POOL_OK)
@@ -594,18 +617,22 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         ping = ping || health == CONN_SUSPECT;
         if (alive && ping)
             alive = conn_exec_bounded(c->pg, "", ping_deadline(pool, now, deadline));
+        bool accepted = alive && (!pool->cfg.on_checkout ||
+                                  pool->cfg.on_checkout(c->pg, pool->cfg.arg) == 0);
 
         pthread_mutex_lock(&pool->lock);
-        clock_stale = clock_stale || ping;
+        clock_stale = clock_stale || ping || pool->cfg.on_checkout;
         if (ping)
             pool->stats.pings++;
-        if (alive)
+        /* Evicted while it was being validated: not handed out after all. */
+        if (accepted && c->epoch == pool->epoch)
             break;
-        PGconn *dead = pool_detach_locked(pool, c);
-        pool->stats.closed_broken++;
+        PGconn *rejected = pool_detach_locked(pool, c);
+        if (!alive)
+            pool->stats.closed_broken++;
         pool_wake_workers_locked(pool);
         pthread_mutex_unlock(&pool->lock);
-        pool_finish_closes(pool, &dead, 1, false);
+        pool_finish_closes(pool, &rejected, 1, alive);
         pthread_mutex_lock(&pool->lock);
         clock_stale = true;
     }
@@ -618,7 +645,7 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
     }
     getconn_done_locked(pool, rc, start, end);
     pthread_mutex_unlock(&pool->lock);
-    if (cond_ready)
+    if (w.cond_ready)
         pthread_cond_destroy(&w.cond);
     return rc == POOL_OK ? c->pg : NULL;
 }
@@ -667,6 +694,20 @@ static bool clean_for_reuse_unlocked_io(pool_t *pool, pool_conn_t *c, bool rollb
     return ok;
 }
 
+/* Runs on_checkin with the lock released (the caller holds it on entry and on
+   return); c is RETURNING meanwhile, so a second return of it is refused. */
+static bool checkin_hook_accepts(pool_t *pool, pool_conn_t *c)
+{
+    c->state = CONN_RETURNING;
+    pool->ncalls++;
+    pthread_mutex_unlock(&pool->lock);
+    bool accepted = pool->cfg.on_checkin(c->pg, pool->cfg.arg) == 0;
+    pthread_mutex_lock(&pool->lock);
+    if (--pool->ncalls == 0 && pool->closed)
+        pthread_cond_broadcast(&pool->drain_cond);
+    return accepted;
+}
+
 static int return_conn(pool_t *pool, PGconn *pg, bool discard)
 {
     if (!pool_is_live(pool)) {
@@ -701,6 +742,8 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
     PGconn *to_close = NULL;
     bool broken = false;
     if (discard) {
+        to_close = pool_detach_locked(pool, c);
+    } else if (pool->cfg.on_checkin && !checkin_hook_accepts(pool, c)) {
         to_close = pool_detach_locked(pool, c);
     } else if (!returnable(pg)) {
         to_close = pool_detach_locked(pool, c);

@@ -49,6 +49,8 @@ typedef struct pool_conn {
     bool identity_known;             /* the server reports both */
     unsigned fork_gen;               /* fork generation it was opened in: another one means it
                                         was inherited across fork() and must be dropped silently */
+    unsigned epoch;                  /* pool->epoch when its opening began; immutable.  An
+                                        older one was evicted: never handed out again */
 } pool_conn_t;
 
 /* A caller blocked in pool_getconn; lives on that caller's stack. */
@@ -58,6 +60,7 @@ typedef struct pool_waiter {
     pool_err_t err;                  /* set when woken to fail; guarded by pool->lock */
     struct pool_waiter *prev, *next; /* queue links; guarded by pool->lock */
     bool queued;                     /* guarded by pool->lock */
+    bool cond_ready;                 /* cond initialised; owned by the waiting caller */
 } pool_waiter_t;
 
 /* Open-addressing map from PGconn* to its pool_conn_t, for O(1) returns. */
@@ -73,7 +76,9 @@ typedef struct pool_waitq {
 
 struct pool {
     unsigned magic;                  /* POOL_MAGIC while alive; written only by create/destroy */
-    pool_config_t cfg;               /* immutable after create (strings owned) */
+    pool_config_t cfg;               /* immutable after create (strings owned), but for
+                                        min_size, max_size and max_overflow, which
+                                        pool_resize changes: those are guarded by lock */
     char *conninfo;                  /* owned copy; immutable */
     char *reset_query;               /* owned copy or NULL; immutable */
     char *password;                  /* from conninfo, to scrub messages; immutable */
@@ -85,6 +90,8 @@ struct pool {
     pthread_condattr_t cond_attr;    /* CLOCK_MONOTONIC, for every condition variable */
 
     conn_map_t map;                  /* every open connection; guarded by lock */
+    int map_total;                   /* the max_size + max_overflow the map is sized for
+                                        (the largest ever); guarded by lock */
     pool_conn_t *idle_head;          /* LIFO: head = most recently returned; guarded by lock */
     pool_conn_t *idle_tail;          /* oldest idle; guarded by lock */
     pool_waitq_t waiters;            /* FIFO of blocked callers; guarded by lock */
@@ -98,6 +105,8 @@ struct pool {
                                         wait (timeout 0); guarded by lock */
     int ncalls;                      /* callers inside getconn/putconn; guarded by lock */
     bool closed;                     /* pool_destroy began; guarded by lock */
+    bool paused;                     /* pool_pause: nothing is handed out; guarded by lock */
+    unsigned epoch;                  /* bumped by pool_evict; guarded by lock */
     atomic_bool stopping;            /* mirrors closed, read without the lock by I/O loops */
 
     bool connect_failing;            /* the last attempt failed; guarded by lock */
@@ -165,6 +174,7 @@ void conn_map_free(conn_map_t *map);
 pool_conn_t *conn_map_find(const conn_map_t *map, const PGconn *pg);
 void conn_map_insert(conn_map_t *map, pool_conn_t *c);
 void conn_map_remove(conn_map_t *map, const PGconn *pg);
+int conn_map_resize(conn_map_t *map, size_t max_entries);
 
 /* waitq.c */
 void waitq_push_back(pool_waitq_t *q, pool_waiter_t *w);
@@ -174,8 +184,10 @@ void waitq_remove(pool_waitq_t *q, pool_waiter_t *w);
 
 /* pool.c: shared by the background threads; all called with pool->lock held */
 PGconn *pool_make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us);
-pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t started_us,
-                               int64_t now_us);
+pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, unsigned epoch,
+                               int64_t started_us, int64_t now_us);
+void pool_serve_waiters_locked(pool_t *pool);
+int pool_detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max);
 PGconn *pool_detach_locked(pool_t *pool, pool_conn_t *c);
 int pool_connect_demand_locked(const pool_t *pool);
 void pool_wake_workers_locked(pool_t *pool);
@@ -195,6 +207,17 @@ void fork_register(pool_t *pool);
 void fork_unregister(pool_t *pool);
 unsigned fork_generation(void);
 void fork_reset_locked(pool_t *pool);
+
+static inline bool pool_is_live(const pool_t *pool)
+{
+    return pool && pool->magic == POOL_MAGIC;
+}
+
+/* Open connections never exceed this.  Caller holds pool->lock. */
+static inline int pool_max_total(const pool_t *pool)
+{
+    return pool->cfg.max_size + pool->cfg.max_overflow;
+}
 
 static inline bool conn_inherited(const pool_t *pool, const pool_conn_t *c)
 {

@@ -39,6 +39,7 @@ static void connect_once_locked(pool_t *pool)
 {
     char err[POOL_MSG_LEN];
     bool was_failing = pool->connect_failing;
+    unsigned epoch = pool->epoch; /* an evict from now on makes this one stale */
     pool->nconnecting++;
     pthread_mutex_unlock(&pool->lock);
 
@@ -58,7 +59,7 @@ static void connect_once_locked(pool_t *pool)
         pool->grow_wanted--;
     PGconn *excess = NULL;
     if (pg)
-        excess = pool_make_available_locked(pool, conn_track_locked(pool, c, pg, started, now), now);
+        excess = pool_make_available_locked(pool, conn_track_locked(pool, c, pg, epoch, started, now), now);
     else
         workers_connect_failed_locked(pool, err, now);
     bool stopping = pool->closed;

@@ -4,6 +4,7 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,4 +196,53 @@ bool test_exec_ok(PGconn *conn, const char *sql)
 int test_backend_pid(PGconn *conn)
 {
     return PQbackendPID(conn);
+}
+
+static void *load_main(void *arg)
+{
+    test_load_t *load = arg;
+    while (!atomic_load(&load->stop)) {
+        PGconn *c = pool_getconn(load->pool);
+        if (!c) {
+            pthread_mutex_lock(&log_lock);
+            if (!load->first_error[0])
+                snprintf(load->first_error, sizeof load->first_error, "%s", pool_errmsg());
+            pthread_mutex_unlock(&log_lock);
+            atomic_fetch_add(&load->errors, 1);
+            continue;
+        }
+        bool good = load->check ? load->check(c, load->arg) : test_exec_ok(c, "SELECT 1");
+        atomic_fetch_add(good ? &load->ok : &load->errors, 1);
+        pool_putconn(load->pool, c);
+    }
+    return NULL;
+}
+
+void test_load_start(test_load_t *load)
+{
+    atomic_store(&load->stop, false);
+    atomic_store(&load->ok, 0);
+    atomic_store(&load->errors, 0);
+    load->first_error[0] = '\0';
+    for (int i = 0; i < load->threads && i < TEST_LOAD_MAX_THREADS; i++)
+        pthread_create(&load->tid[i], NULL, load_main, load);
+}
+
+void test_load_stop(test_load_t *load)
+{
+    atomic_store(&load->stop, true);
+    for (int i = 0; i < load->threads && i < TEST_LOAD_MAX_THREADS; i++)
+        pthread_join(load->tid[i], NULL);
+}
+
+bool test_load_progress(test_load_t *load, long n, int timeout_ms)
+{
+    long target = atomic_load(&load->ok) + atomic_load(&load->errors) + n;
+    int64_t deadline = test_now_ms() + timeout_ms;
+    while (atomic_load(&load->ok) + atomic_load(&load->errors) < target) {
+        if (test_now_ms() >= deadline)
+            return false;
+        test_sleep_ms(2);
+    }
+    return true;
 }

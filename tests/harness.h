@@ -11,6 +11,7 @@
 
 #include <pgpool.h>
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -71,6 +72,26 @@ int test_query_int(PGconn *conn, const char *sql);
 
 /* The backend pid of a borrowed connection. */
 int test_backend_pid(PGconn *conn);
+
+/* Concurrent load: threads loop pool_getconn, a query, pool_putconn until
+   test_load_stop.  check (optional) runs on each connection instead of
+   SELECT 1 and returns false to count an error. */
+#define TEST_LOAD_MAX_THREADS 64
+typedef struct test_load {
+    pool_t *pool;
+    int threads;
+    bool (*check)(PGconn *conn, void *arg);
+    void *arg;
+    /* filled in by the load */
+    _Atomic bool stop;
+    _Atomic long ok, errors;
+    char first_error[256];  /* pool_errmsg of the first failed getconn */
+    pthread_t tid[TEST_LOAD_MAX_THREADS];
+} test_load_t;
+void test_load_start(test_load_t *load);
+void test_load_stop(test_load_t *load);
+/* Waits (up to timeout_ms) until the load has done n more iterations. */
+bool test_load_progress(test_load_t *load, long n, int timeout_ms);
 
 #define assert_pool_stats(pool, st) assert_int_equal(pool_get_stats((pool), (st)), POOL_OK)
 

@@ -1,0 +1,122 @@
+/*
+ * control.c - changing a live pool: resize, evict, pause and resume.
+ *
+ * Each takes effect under the pool's lock at once and never interrupts a
+ * borrower: connections in use are dealt with when they come back (see
+ * pool_make_available_locked), idle ones are closed here, outside the lock.
+ */
+#include "pool_internal.h"
+
+#include <stdio.h>
+
+#define CLOSE_BATCH 64
+
+/* Closes idle connections, oldest first, while more than keep are open (keep
+   read under the lock each round, so a concurrent resize is honoured). */
+static void close_idle_above(pool_t *pool, int (*keep)(const pool_t *))
+{
+    PGconn *batch[CLOSE_BATCH];
+    for (;;) {
+        pthread_mutex_lock(&pool->lock);
+        int n = pool_detach_idle_locked(pool, keep(pool), batch, CLOSE_BATCH);
+        pool_wake_workers_locked(pool);
+        pthread_mutex_unlock(&pool->lock);
+        pool_finish_closes(pool, batch, n, true);
+        if (n < CLOSE_BATCH)
+            return;
+    }
+}
+
+static int keep_max_size(const pool_t *pool)
+{
+    return pool->cfg.max_size;
+}
+
+static int keep_none(const pool_t *pool)
+{
+    return 0;
+}
+
+static int check_live(const pool_t *pool, const char *what)
+{
+    if (pool_is_live(pool))
+        return POOL_OK;
+    pool_set_error(POOL_EINVAL, "%s: pool is NULL or not a live pool", what);
+    return POOL_EINVAL;
+}
+
+int pool_resize(pool_t *pool, int min_size, int max_size, int max_overflow)
+{
+    if (check_live(pool, "pool_resize") != POOL_OK)
+        return POOL_EINVAL;
+    char msg[POOL_MSG_LEN];
+    pthread_mutex_lock(&pool->lock);
+    pool_enter_locked(pool);
+    pool_config_t want = pool->cfg;
+    want.min_size = min_size;
+    want.max_size = max_size;
+    want.max_overflow = max_overflow;
+    int rc = config_validate(&want, msg, sizeof msg);
+    if (rc == POOL_OK && max_size + max_overflow > pool->map_total) {
+        /* Room in the lookup table for the new most (and as many inherited
+           across a fork); allocating here is off the borrowing path. */
+        rc = conn_map_resize(&pool->map, 2 * (size_t)(max_size + max_overflow));
+        if (rc == POOL_OK)
+            pool->map_total = max_size + max_overflow;
+        else
+            snprintf(msg, sizeof msg, "out of memory");
+    }
+    if (rc != POOL_OK) {
+        pthread_mutex_unlock(&pool->lock);
+        pool_set_error_msg((pool_err_t)rc, msg);
+        return rc;
+    }
+    pool->cfg.min_size = min_size;
+    pool->cfg.max_size = max_size;
+    pool->cfg.max_overflow = max_overflow;
+    pool_wake_workers_locked(pool); /* more room for waiters, or a higher min_size */
+    pthread_mutex_unlock(&pool->lock);
+    close_idle_above(pool, keep_max_size);
+    pool_log(pool, POOL_LOG_INFO, "resized: min_size %d, max_size %d, max_overflow %d", min_size,
+             max_size, max_overflow);
+    return POOL_OK;
+}
+
+int pool_evict(pool_t *pool)
+{
+    if (check_live(pool, "pool_evict") != POOL_OK)
+        return POOL_EINVAL;
+    pthread_mutex_lock(&pool->lock);
+    pool_enter_locked(pool);
+    /* Every connection opened, or begun, before now is stale: closed when
+       next seen (returned, validated, finished opening). */
+    pool->epoch++;
+    pthread_mutex_unlock(&pool->lock);
+    close_idle_above(pool, keep_none);
+    pool_log(pool, POOL_LOG_INFO, "evicted every connection: new ones replace them");
+    return POOL_OK;
+}
+
+int pool_pause(pool_t *pool)
+{
+    if (check_live(pool, "pool_pause") != POOL_OK)
+        return POOL_EINVAL;
+    pthread_mutex_lock(&pool->lock);
+    pool_enter_locked(pool);
+    pool->paused = true;
+    pthread_mutex_unlock(&pool->lock);
+    return POOL_OK;
+}
+
+int pool_resume(pool_t *pool)
+{
+    if (check_live(pool, "pool_resume") != POOL_OK)
+        return POOL_EINVAL;
+    pthread_mutex_lock(&pool->lock);
+    pool_enter_locked(pool);
+    pool->paused = false;
+    pool_serve_waiters_locked(pool);
+    pool_wake_workers_locked(pool); /* for those still waiting */
+    pthread_mutex_unlock(&pool->lock);
+    return POOL_OK;
+}
