@@ -19,6 +19,7 @@ typedef struct hook_log {
     _Atomic int reject_pid; /* reject this backend (0: none, -1: every one) */
     _Atomic int rejected;
     _Atomic int stats_ok;   /* pool_get_stats calls from inside the hook that worked */
+    pthread_mutex_t lock;   /* guards the two below: the load test returns from 8 threads */
     PGTransactionStatusType txn_seen;
     char search_path_seen[128];
 } hook_log_t;
@@ -47,10 +48,13 @@ static int checkin_hook(PGconn *conn, void *arg)
     hook_log_t *h = arg;
     atomic_fetch_add(&h->calls, 1);
     /* Runs before the rollback and the reset: it sees the borrower's state. */
-    h->txn_seen = PQtransactionStatus(conn);
+    PGTransactionStatusType txn = PQtransactionStatus(conn);
     PGresult *r = PQexec(conn, "SELECT current_setting('search_path')");
+    pthread_mutex_lock(&h->lock);
+    h->txn_seen = txn;
     snprintf(h->search_path_seen, sizeof h->search_path_seen, "%s",
              PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : "(failed)");
+    pthread_mutex_unlock(&h->lock);
     PQclear(r);
     pool_stats_t st;
     if (h->pool && pool_get_stats(h->pool, &st) == POOL_OK)
@@ -82,7 +86,7 @@ static pool_t *make_pool(const char *app, hook_log_t *h, bool checkout, bool che
 
 static void test_on_checkout_runs_after_validation_and_may_call_the_pool(void **state)
 {
-    hook_log_t h = {0};
+    hook_log_t h = {.lock = PTHREAD_MUTEX_INITIALIZER};
     pool_t *pool = make_pool("hk_out_valid", &h, true, false, 2, 2);
     /* Both idle backends die: validation must close them before the hook
        ever sees them. */
@@ -102,7 +106,7 @@ static void test_on_checkout_runs_after_validation_and_may_call_the_pool(void **
 
 static void test_a_rejecting_on_checkout_closes_that_one_and_serves_another(void **state)
 {
-    hook_log_t h = {0};
+    hook_log_t h = {.lock = PTHREAD_MUTEX_INITIALIZER};
     pool_t *pool = make_pool("hk_out_reject", &h, true, false, 2, 2);
     PGconn *a = pool_getconn(pool);
     int bad = test_backend_pid(a);
@@ -126,7 +130,7 @@ static void test_a_rejecting_on_checkout_closes_that_one_and_serves_another(void
 
 static void test_an_always_rejecting_on_checkout_fails_within_the_deadline(void **state)
 {
-    hook_log_t h = {0};
+    hook_log_t h = {.lock = PTHREAD_MUTEX_INITIALIZER};
     pool_t *pool = make_pool("hk_out_never", &h, true, false, 1, 2);
     atomic_store(&h.reject_pid, -1);
     int64_t t0 = test_now_ms();
@@ -144,7 +148,7 @@ static void test_an_always_rejecting_on_checkout_fails_within_the_deadline(void 
 
 static void test_on_checkin_runs_before_rollback_and_reset(void **state)
 {
-    hook_log_t h = {0};
+    hook_log_t h = {.lock = PTHREAD_MUTEX_INITIALIZER};
     pool_t *pool = make_pool("hk_in_order", &h, false, true, 1, 1);
     PGconn *c = pool_getconn(pool);
     assert_true(test_exec_ok(c, "SET search_path TO borrower"));
@@ -181,7 +185,7 @@ static void *wait_main(void *arg)
 
 static void test_a_rejecting_on_checkin_closes_it_even_with_someone_waiting(void **state)
 {
-    hook_log_t h = {0};
+    hook_log_t h = {.lock = PTHREAD_MUTEX_INITIALIZER};
     pool_t *pool = make_pool("hk_in_reject", &h, false, true, 1, 1);
     PGconn *c = pool_getconn(pool);
     int pid = test_backend_pid(c);
@@ -207,7 +211,7 @@ static void test_a_rejecting_on_checkin_closes_it_even_with_someone_waiting(void
 
 static void test_on_checkin_does_not_run_for_discard(void **state)
 {
-    hook_log_t h = {0};
+    hook_log_t h = {.lock = PTHREAD_MUTEX_INITIALIZER};
     pool_t *pool = make_pool("hk_in_discard", &h, false, true, 1, 2);
     PGconn *c = pool_getconn(pool);
     assert_int_equal(pool_discard(pool, c), POOL_OK);
@@ -223,7 +227,7 @@ static void test_on_checkin_does_not_run_for_discard(void **state)
 
 static void test_hooks_under_load_run_once_per_checkout_and_return(void **state)
 {
-    hook_log_t h = {0};
+    hook_log_t h = {.lock = PTHREAD_MUTEX_INITIALIZER};
     pool_t *pool = make_pool("hk_load", &h, true, true, 2, 4);
     test_load_t load = {.pool = pool, .threads = 8};
     test_load_start(&load);

@@ -1,0 +1,225 @@
+/*
+ * metrics_http.c - a pool under load, with its statistics served over HTTP
+ * for Prometheus (/metrics, text format 0.0.4) and for people and scripts
+ * (/metrics.json).  A scrape is one pool_get_stats snapshot, formatted with
+ * pool_stats_format; nothing here holds a pool lock.
+ *
+ *   ./metrics_http [CONNINFO] [-l address] [-p port] [-t threads] [-d seconds]
+ *
+ * CONNINFO defaults to $DATABASE_URL and may carry pool_* settings
+ * (postgresql://...?pool_max_size=8).  -p 0 picks a free port; the address
+ * actually bound is printed first, as "listening on http://ADDR:PORT/metrics".
+ * -d 0 (the default) serves until SIGINT or SIGTERM.  Try:
+ *   curl -s http://127.0.0.1:9188/metrics | promtool check metrics
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <pgpool.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static pool_t *pool;
+static atomic_bool stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    atomic_store(&stop, true);
+}
+
+/* The load: short queries, each holding a connection about a millisecond. */
+static void *worker(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    while (!atomic_load(&stop)) {
+        PGconn *conn = pool_getconn(pool);
+        if (!conn)
+            continue; /* counted by the pool: acquire_timeouts, acquire_errors */
+        char sql[96];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM generate_series(1, %u)",
+                 1000 + rand_r(&seed) % 20000);
+        PQclear(PQexec(conn, sql));
+        pool_putconn(pool, conn);
+    }
+    return NULL;
+}
+
+/* The body for path, malloc'd, or NULL for an unknown path. */
+static char *render(const char *path, const char **type)
+{
+    pool_format_t fmt;
+    if (strcmp(path, "/metrics") == 0) {
+        fmt = POOL_FORMAT_PROMETHEUS;
+        *type = "text/plain; version=0.0.4; charset=utf-8";
+    } else if (strcmp(path, "/metrics.json") == 0) {
+        fmt = POOL_FORMAT_JSON;
+        *type = "application/json";
+    } else {
+        return NULL;
+    }
+    pool_stats_t st;
+    if (pool_get_stats(pool, &st) != POOL_OK)
+        return NULL;
+    int need = pool_stats_format(&st, fmt, "demo", NULL, 0); /* size it first */
+    char *body = need >= 0 ? malloc((size_t)need + 1) : NULL;
+    if (body)
+        pool_stats_format(&st, fmt, "demo", body, (size_t)need + 1);
+    return body;
+}
+
+static void send_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* One request per connection: read the request head (at most 4 kB, 2 s),
+   answer, close. */
+static void serve(int fd)
+{
+    char req[4096] = "";
+    size_t n = 0;
+    while (n < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 2000) <= 0)
+            return;
+        ssize_t r = recv(fd, req + n, sizeof req - 1 - n, 0);
+        if (r <= 0)
+            return;
+        n += (size_t)r;
+        req[n] = '\0';
+    }
+    char method[8] = "", path[256];
+    const char *type = "text/plain; charset=utf-8";
+    char *body = NULL;
+    const char *status = "400 Bad Request";
+    if (sscanf(req, "%7s %255s", method, path) == 2) {
+        char *query = strchr(path, '?');
+        if (query)
+            *query = '\0';
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+            status = "405 Method Not Allowed";
+        else if ((body = render(path, &type)))
+            status = "200 OK";
+        else
+            status = "404 Not Found";
+    }
+    const char *text = body ? body : status;
+    char head[256];
+    int hn = snprintf(head, sizeof head,
+                      "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                      "Connection: close\r\n\r\n",
+                      status, body ? type : "text/plain; charset=utf-8", strlen(text));
+    send_all(fd, head, (size_t)hn);
+    if (strcmp(method, "HEAD") != 0)
+        send_all(fd, text, strlen(text));
+    free(body);
+}
+
+static int listen_on(const char *addr, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (fd < 0 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 16) != 0) {
+        perror("metrics_http: listen");
+        return -1;
+    }
+    socklen_t len = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    printf("listening on http://%s:%d/metrics\n", addr, ntohs(sa.sin_port));
+    fflush(stdout);
+    return fd;
+}
+
+int main(int argc, char **argv)
+{
+    const char *conninfo = getenv("DATABASE_URL"), *addr = "127.0.0.1";
+    int port = 9188, threads = 8, seconds = 0;
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 < argc && strcmp(argv[i], "-l") == 0)
+            addr = argv[++i];
+        else if (i + 1 < argc && strcmp(argv[i], "-p") == 0)
+            port = atoi(argv[++i]);
+        else if (i + 1 < argc && strcmp(argv[i], "-t") == 0)
+            threads = atoi(argv[++i]);
+        else if (i + 1 < argc && strcmp(argv[i], "-d") == 0)
+            seconds = atoi(argv[++i]);
+        else if (argv[i][0] != '-')
+            conninfo = argv[i];
+        else {
+            fprintf(stderr, "usage: %s [CONNINFO] [-l address] [-p port] [-t threads] [-d seconds]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    if (!conninfo || threads < 1 || threads > 256) {
+        fprintf(stderr, "metrics_http: give a conninfo or set DATABASE_URL; 1-256 threads\n");
+        return 2;
+    }
+
+    pool_config_t cfg;
+    pool_config_init(&cfg);
+    cfg.conninfo = conninfo;
+    cfg.min_size = 2;
+    cfg.max_size = 4;
+    cfg.acquire_timeout_ms = 2000;
+    char err[512];
+    pool = pool_create(&cfg, err, sizeof err);
+    if (!pool) {
+        fprintf(stderr, "metrics_http: %s\n", err);
+        return 1;
+    }
+    int lfd = listen_on(addr, port);
+    if (lfd < 0) {
+        pool_destroy(pool);
+        return 1;
+    }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    pthread_t tid[256];
+    for (int i = 0; i < threads; i++)
+        pthread_create(&tid[i], NULL, worker, (void *)(uintptr_t)(i + 1));
+
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!atomic_load(&stop)) {
+        struct pollfd p = {.fd = lfd, .events = POLLIN};
+        if (poll(&p, 1, 200) > 0) {
+            int fd = accept(lfd, NULL, NULL);
+            if (fd >= 0) {
+                serve(fd);
+                close(fd);
+            }
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (seconds > 0 && now.tv_sec - t0.tv_sec >= seconds)
+            atomic_store(&stop, true);
+    }
+    for (int i = 0; i < threads; i++)
+        pthread_join(tid[i], NULL);
+    close(lfd);
+    pool_destroy(pool);
+    return 0;
+}
