@@ -9,7 +9,9 @@
  * CONNINFO defaults to $DATABASE_URL and may carry pool_* settings
  * (postgresql://...?pool_max_size=8).  -p 0 picks a free port; the address
  * actually bound is printed first, as "listening on http://ADDR:PORT/metrics".
- * -d 0 (the default) serves until SIGINT or SIGTERM.  Try:
+ * -d 0 (the default) serves until SIGINT or SIGTERM.  At the end it prints
+ * the wait and hold percentiles the callers measured themselves (exact, from
+ * every sample) next to what the pool's histograms say.  Try:
  *   curl -s http://127.0.0.1:9188/metrics | promtool check metrics
  */
 #define _POSIX_C_SOURCE 200809L
@@ -33,6 +35,41 @@
 static pool_t *pool;
 static atomic_bool stop;
 
+/* Every wait and hold a worker measured itself, in microseconds. */
+typedef struct samples {
+    uint64_t *wait, *hold;
+    size_t n, cap;
+} samples_t;
+
+#define MAX_SAMPLES_PER_THREAD 4000000
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void keep(samples_t *s, uint64_t wait, uint64_t hold)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 4096;
+        if (cap > MAX_SAMPLES_PER_THREAD)
+            return;
+        uint64_t *w = realloc(s->wait, cap * sizeof *w);
+        if (w)
+            s->wait = w;
+        uint64_t *h = realloc(s->hold, cap * sizeof *h);
+        if (h)
+            s->hold = h;
+        if (!w || !h)
+            return;
+        s->cap = cap;
+    }
+    s->wait[s->n] = wait;
+    s->hold[s->n++] = hold;
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -42,18 +79,70 @@ static void on_signal(int sig)
 /* The load: short queries, each holding a connection about a millisecond. */
 static void *worker(void *arg)
 {
-    unsigned seed = (unsigned)(uintptr_t)arg;
+    samples_t *mine = arg;
+    unsigned seed = (unsigned)(uintptr_t)mine;
     while (!atomic_load(&stop)) {
+        uint64_t t0 = now_us();
         PGconn *conn = pool_getconn(pool);
+        uint64_t t1 = now_us();
         if (!conn)
             continue; /* counted by the pool: acquire_timeouts, acquire_errors */
         char sql[96];
         snprintf(sql, sizeof sql, "SELECT count(*) FROM generate_series(1, %u)",
                  1000 + rand_r(&seed) % 20000);
         PQclear(PQexec(conn, sql));
+        uint64_t t2 = now_us();
         pool_putconn(pool, conn);
+        keep(mine, t1 - t0, t2 - t1);
     }
     return NULL;
+}
+
+static int by_value(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The exact q-quantile of v[0..n), sorted here: the ceil(q*n)-th smallest. */
+static uint64_t exact_percentile(uint64_t *v, size_t n, double q)
+{
+    qsort(v, n, sizeof *v, by_value);
+    size_t rank = (size_t)(q * (double)n);
+    if ((double)rank < q * (double)n)
+        rank++;
+    return v[rank > 0 ? rank - 1 : 0];
+}
+
+/* Callers' own figures next to the pool's histograms. */
+static void report(samples_t *per_thread, int threads)
+{
+    size_t n = 0;
+    for (int i = 0; i < threads; i++)
+        n += per_thread[i].n;
+    uint64_t *wait = malloc((n + 1) * sizeof *wait), *hold = malloc((n + 1) * sizeof *hold);
+    pool_stats_t st;
+    if (!wait || !hold || n == 0 || pool_get_stats(pool, &st) != POOL_OK) {
+        free(wait);
+        free(hold);
+        return;
+    }
+    for (int i = 0, k = 0; i < threads; i++)
+        for (size_t j = 0; j < per_thread[i].n; j++, k++) {
+            wait[k] = per_thread[i].wait[j];
+            hold[k] = per_thread[i].hold[j];
+        }
+    const double qs[] = {0.5, 0.9, 0.99};
+    printf("%zu checkouts; percentiles in us: measured by the callers (exact) | pool histogram "
+           "(bucket upper bound)\n", n);
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++)
+        printf("  p%-4g wait %8llu | %8llu    hold %8llu | %8llu\n", qs[i] * 100,
+               (unsigned long long)exact_percentile(wait, n, qs[i]),
+               (unsigned long long)pool_hist_percentile(&st.wait_hist, qs[i]),
+               (unsigned long long)exact_percentile(hold, n, qs[i]),
+               (unsigned long long)pool_hist_percentile(&st.hold_hist, qs[i]));
+    free(wait);
+    free(hold);
 }
 
 /* The body for path, malloc'd, or NULL for an unknown path. */
@@ -199,8 +288,13 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     pthread_t tid[256];
+    samples_t *per_thread = calloc((size_t)threads, sizeof *per_thread);
+    if (!per_thread) {
+        pool_destroy(pool);
+        return 1;
+    }
     for (int i = 0; i < threads; i++)
-        pthread_create(&tid[i], NULL, worker, (void *)(uintptr_t)(i + 1));
+        pthread_create(&tid[i], NULL, worker, &per_thread[i]);
 
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -220,6 +314,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < threads; i++)
         pthread_join(tid[i], NULL);
     close(lfd);
+    report(per_thread, threads);
+    for (int i = 0; i < threads; i++) {
+        free(per_thread[i].wait);
+        free(per_thread[i].hold);
+    }
+    free(per_thread);
     pool_destroy(pool);
     return 0;
 }

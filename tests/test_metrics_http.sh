@@ -1,9 +1,13 @@
 #!/bin/sh
 # examples/metrics_http under load: fetches /metrics and /metrics.json with
 # curl, checks the text with promtool and the JSON with jq (figures and
-# consistency), a 404 for an unknown path, and a clean exit on SIGTERM.
+# consistency), a 404 for an unknown path, and a clean exit on SIGTERM.  Also
+# checks and unit-tests the example alerting rules with promtool.
 set -eu
 bin=$1
+here=$(cd "$(dirname "$0")" && pwd)
+promtool check rules "$here/../examples/pgpool_alerts.yml"
+(cd "$here" && promtool test rules pgpool_alerts_test.yml)
 dir=$(mktemp -d /tmp/pgpool-metrics.XXXXXX)
 pid=
 cleanup() {
