@@ -2,7 +2,9 @@
  * soak.c - chaos soak: 32+ threads do random pool operations (getconn with
  * random timeouts, queries, transactions left open, failed transactions,
  * queries left in flight, pipeline mode, COPY, discards) while a chaos thread
- * terminates backends, restarts the server and toggles the fault proxy.
+ * terminates backends, restarts the server and toggles the fault proxy, and
+ * an operator thread resizes (within the first size), evicts, pauses and
+ * resumes the pool.
  * Invariants are checked all the time; the exit status is the violation count.
  *
  *   soak [-d seconds] [-t threads]      (env as for the tests; see README)
@@ -27,6 +29,8 @@ static atomic_long ops, got, violations;
 static atomic_llong last_fault_ms; /* calm when no fault for a while */
 static atomic_int faults[6];
 static const char *fault_names[6] = {"terminate", "reset", "silent", "refuse", "latency", "restart"};
+static atomic_int controls[3];
+static const char *control_names[3] = {"resize", "evict", "pause"};
 
 static void violation(const char *what, long long detail)
 {
@@ -174,6 +178,36 @@ static void *chaos(void *arg)
     return NULL;
 }
 
+/* The operator: resizes within MAX_SIZE + MAX_OVERFLOW (so the invariants
+   above still hold), evicts, pauses for up to 100 ms.  A call that fails is
+   a violation: each must be safe under load. */
+static void *operator(void *arg)
+{
+    unsigned seed = 11;
+    while (!atomic_load(&stop)) {
+        test_sleep_ms(100 + (int)(rand_r(&seed) % 300));
+        int kind = (int)(rand_r(&seed) % 3), rc = POOL_OK;
+        atomic_fetch_add(&controls[kind], 1);
+        if (kind == 0) {
+            int max = 1 + (int)(rand_r(&seed) % MAX_SIZE);
+            int min = (int)(rand_r(&seed) % 3);
+            rc = pool_resize(pool, min < max ? min : max, max, (int)(rand_r(&seed) % (MAX_OVERFLOW + 1)));
+        } else if (kind == 1) {
+            rc = pool_evict(pool);
+        } else {
+            rc = pool_pause(pool);
+            test_sleep_ms((int)(rand_r(&seed) % 100));
+            if (rc == POOL_OK)
+                rc = pool_resume(pool);
+        }
+        if (rc != POOL_OK)
+            violation("a runtime control call failed", rc);
+    }
+    if (pool_resize(pool, 2, MAX_SIZE, MAX_OVERFLOW) != POOL_OK || pool_resume(pool) != POOL_OK)
+        violation("could not restore the first size", 0);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     int seconds = 30, nthreads = 32;
@@ -213,14 +247,15 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    pthread_t *t = calloc((size_t)nthreads + 2, sizeof *t);
+    pthread_t *t = calloc((size_t)nthreads + 3, sizeof *t);
     for (int i = 0; i < nthreads; i++)
         pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)(i + 1));
     pthread_create(&t[nthreads], NULL, monitor, NULL);
     pthread_create(&t[nthreads + 1], NULL, chaos, NULL);
+    pthread_create(&t[nthreads + 2], NULL, operator, NULL);
     test_sleep_ms(seconds * 1000);
     atomic_store(&stop, true);
-    for (int i = 0; i < nthreads + 2; i++)
+    for (int i = 0; i < nthreads + 3; i++)
         pthread_join(t[i], NULL);
     free(t);
 
@@ -257,6 +292,9 @@ int main(int argc, char **argv)
            seconds, nthreads, atomic_load(&ops), atomic_load(&got), total_faults);
     for (int i = 0; i < 6; i++)
         printf("%s%s %d", i ? ", " : "", fault_names[i], atomic_load(&faults[i]));
+    printf("), controls (");
+    for (int i = 0; i < 3; i++)
+        printf("%s%s %d", i ? ", " : "", control_names[i], atomic_load(&controls[i]));
     printf("), connects %llu, closed_broken %llu, violations %ld\n", (unsigned long long)st.connects,
            (unsigned long long)st.closed_broken, atomic_load(&violations));
     return atomic_load(&violations) == 0 ? 0 : 1;
