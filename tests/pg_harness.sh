@@ -1,5 +1,6 @@
 #!/bin/sh
-# pg_harness.sh DIR PORT start|tls-start|stop|kill|restart|pause|resume|destroy
+# pg_harness.sh DIR PORT start|tcp-start|tls-start|stop|kill|restart|pause|resume|destroy
+# tcp-start: also listens on 127.0.0.1:PORT (plain TCP, trust).
 # tls-start: also serves TLS on 127.0.0.1:PORT with a throwaway CA in DIR/tls.
 # A throwaway PostgreSQL cluster for the tests: initdb into DIR, Unix socket in
 # DIR, fsync off, as the postgres user when run as root.  Never touches the
@@ -48,7 +49,7 @@ CONF
 }
 
 case "$cmd" in
-start|tls-start)
+start|tcp-start|tls-start)
     if [ -f "$dir/data/postmaster.pid" ]; then pg_ctl -m immediate stop >/dev/null 2>&1 || true; fi
     rm -rf "$dir"
     mkdir -p "$dir"
@@ -65,6 +66,7 @@ shared_buffers = 32MB
 log_min_messages = warning
 CONF
     [ "$cmd" = tls-start ] && make_certs
+    [ "$cmd" = tcp-start ] && echo "listen_addresses = '127.0.0.1'" >>"$dir/data/postgresql.conf"
     start || { cat "$dir/server.log" >&2; exit 1; }
     ;;
 stop) pg_ctl -m fast -w stop >/dev/null 2>&1 || true ;;
@@ -76,5 +78,5 @@ destroy)
     pg_ctl -m immediate -w stop >/dev/null 2>&1 || true
     rm -rf "$dir"
     ;;
-*) echo "usage: $0 DIR PORT start|tls-start|stop|kill|restart|pause|resume|destroy" >&2; exit 2 ;;
+*) echo "usage: $0 DIR PORT start|tcp-start|tls-start|stop|kill|restart|pause|resume|destroy" >&2; exit 2 ;;
 esac
