@@ -11,6 +11,7 @@
 #include "pool_internal.h"
 
 #include <errno.h>
+#include <libpq-events.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -257,6 +258,15 @@ static bool session_identity_changed(const pool_conn_t *c)
     return !user || !super || strcmp(user, c->session_user) != 0 || super[1] != c->superuser;
 }
 
+/* libpq calls this for events on a pooled connection, in the thread using
+   it; it counts results (see pool_conn_t.results). */
+static int conn_events(PGEventId id, void *info, void *pass_through)
+{
+    if (id == PGEVT_RESULTCREATE)
+        ((pool_conn_t *)pass_through)->results++;
+    return 1;
+}
+
 pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, unsigned epoch,
                                int64_t started_us, int64_t now_us)
 {
@@ -264,6 +274,8 @@ pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, unsigne
     c->pg = pg;
     c->epoch = epoch;
     record_identity(c);
+    /* Without the counter every return checks the identity: still correct. */
+    c->results_counted = PQregisterEventProc(pg, conn_events, "pgpool", c) != 0;
     c->created_us = now_us;
     c->state = CONN_CHECKING;
     c->fork_gen = pool->fork_gen;
@@ -608,22 +620,30 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
             clock_stale = true;
             continue;
         }
-        bool ping = pool->cfg.pre_ping &&
-                    now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000;
-        pthread_mutex_unlock(&pool->lock);
+        bool alive, accepted;
+        if (!pool->cfg.pre_ping && !pool->cfg.on_checkout) {
+            /* No socket to poll, no hook: the free checks read only the
+               PGconn's memory, so they run here under the lock and the
+               checkout costs one lock round. */
+            alive = accepted = conn_check_nowait(c->pg, false) == CONN_ALIVE;
+        } else {
+            bool ping = pool->cfg.pre_ping &&
+                        now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000;
+            pthread_mutex_unlock(&pool->lock);
 
-        conn_health_t health = conn_check_nowait(c->pg, pool->cfg.pre_ping);
-        bool alive = health != CONN_DEAD;
-        ping = ping || health == CONN_SUSPECT;
-        if (alive && ping)
-            alive = conn_exec_bounded(c->pg, "", ping_deadline(pool, now, deadline));
-        bool accepted = alive && (!pool->cfg.on_checkout ||
-                                  pool->cfg.on_checkout(c->pg, pool->cfg.arg) == 0);
+            conn_health_t health = conn_check_nowait(c->pg, pool->cfg.pre_ping);
+            alive = health != CONN_DEAD;
+            ping = ping || health == CONN_SUSPECT;
+            if (alive && ping)
+                alive = conn_exec_bounded(c->pg, "", ping_deadline(pool, now, deadline));
+            accepted = alive && (!pool->cfg.on_checkout ||
+                                 pool->cfg.on_checkout(c->pg, pool->cfg.arg) == 0);
 
-        pthread_mutex_lock(&pool->lock);
-        clock_stale = clock_stale || ping || pool->cfg.on_checkout;
-        if (ping)
-            pool->stats.pings++;
+            pthread_mutex_lock(&pool->lock);
+            clock_stale = clock_stale || ping || pool->cfg.on_checkout;
+            if (ping)
+                pool->stats.pings++;
+        }
         /* Evicted while it was being validated: not handed out after all. */
         if (accepted && c->epoch == pool->epoch)
             break;
@@ -759,7 +779,8 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
         } else {
             if (rollback || pool->reset_query)
                 now = clock_now_us();
-            if (session_identity_changed(c)) {
+            bool may_have_changed = !c->results_counted || c->results != c->results_verified;
+            if (may_have_changed && session_identity_changed(c)) {
                 to_close = pool_detach_locked(pool, c);
                 pool->stats.closed_broken++;
                 broken = true;
@@ -767,6 +788,7 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
                 to_close = pool_detach_locked(pool, c);
                 pool->stats.closed_lifetime++;
             } else {
+                c->results_verified = c->results;
                 to_close = pool_make_available_locked(pool, c, now);
             }
         }

@@ -47,6 +47,14 @@ typedef struct pool_conn {
     char session_user[64];           /* "session_authorization"; NAMEDATALEN is 64 */
     char superuser;                  /* first letter of "is_superuser": 'o'n/'o'ff... or 0 */
     bool identity_known;             /* the server reports both */
+    /* Results libpq created on this connection (counted by an event proc in
+       the thread using it: the borrower, or pgpool during validation and
+       reset), and the count at which the identity was last found unchanged.
+       No new result: no statement ran, so the identity cannot have changed
+       and the check (a list walk with string compares) is skipped. */
+    unsigned long results;           /* written by the connection's user; read at return */
+    unsigned long results_verified;  /* guarded by pool->lock */
+    bool results_counted;            /* the event proc is registered; immutable */
     unsigned fork_gen;               /* fork generation it was opened in: another one means it
                                         was inherited across fork() and must be dropped silently */
     unsigned epoch;                  /* pool->epoch when its opening began; immutable.  An
