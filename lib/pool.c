@@ -481,6 +481,26 @@ static void wait_in_line_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline
     pool->nwaiting--;
 }
 
+/* The connection this thread borrowed last, from which pool: handed the same
+   one again when it is idle, the thread keeps talking to the same backend (as
+   a dedicated connection would), which the server's caches and scheduler
+   reward.  Only a hint: it is looked up in the pool's map before use. */
+static _Thread_local struct {
+    const pool_t *pool;
+    const PGconn *pg;
+} last_borrowed;
+
+/* The idle connection to hand out: this thread's last one when idle, else the
+   most recently returned. */
+static pool_conn_t *pick_idle_locked(pool_t *pool)
+{
+    pool_conn_t *c = pool->idle_head;
+    if (!c || c->pg == last_borrowed.pg || last_borrowed.pool != pool)
+        return c;
+    pool_conn_t *mine = conn_map_find(&pool->map, last_borrowed.pg);
+    return mine && mine->state == CONN_IDLE ? mine : c;
+}
+
 /* Claims a connection for the caller: an idle one, or one handed over after
    waiting in line.  On failure returns the code with this thread's error set.
    *at_front: the caller already stood in line (and lost the connection it was
@@ -493,7 +513,7 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
             pool_set_error(POOL_ECLOSED, "pool is closed");
             return POOL_ECLOSED;
         }
-        pool_conn_t *c = pool->paused ? NULL : pool->idle_head;
+        pool_conn_t *c = pool->paused ? NULL : pick_idle_locked(pool);
         if (c) {
             pool_idle_remove_locked(pool, c);
             c->state = CONN_CHECKING;
@@ -620,21 +640,18 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
             clock_stale = true;
             continue;
         }
-        bool alive, accepted;
-        if (!pool->cfg.pre_ping && !pool->cfg.on_checkout) {
-            /* No socket to poll, no hook: the free checks read only the
-               PGconn's memory, so they run here under the lock and the
-               checkout costs one lock round. */
-            alive = accepted = conn_check_nowait(c->pg, false) == CONN_ALIVE;
-        } else {
-            bool ping = pool->cfg.pre_ping &&
-                        now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000;
+        /* The zero-round-trip check never blocks (a poll with timeout 0 at
+           most), so it runs here under the lock: a checkout with nothing
+           more to do costs one lock round.  A round trip or a hook runs
+           with the lock released. */
+        conn_health_t health = conn_check_nowait(c->pg, pool->cfg.pre_ping);
+        bool ping = health == CONN_SUSPECT ||
+                    (pool->cfg.pre_ping && health == CONN_ALIVE &&
+                     now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000);
+        bool alive = health != CONN_DEAD, accepted = alive;
+        if (alive && (ping || pool->cfg.on_checkout)) {
             pthread_mutex_unlock(&pool->lock);
-
-            conn_health_t health = conn_check_nowait(c->pg, pool->cfg.pre_ping);
-            alive = health != CONN_DEAD;
-            ping = ping || health == CONN_SUSPECT;
-            if (alive && ping)
+            if (ping)
                 alive = conn_exec_bounded(c->pg, "", ping_deadline(pool, now, deadline));
             accepted = alive && (!pool->cfg.on_checkout ||
                                  pool->cfg.on_checkout(c->pg, pool->cfg.arg) == 0);
@@ -662,6 +679,8 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         c->state = CONN_IN_USE;
         c->checkout_us = end;
         c->leak_reported = false;
+        last_borrowed.pool = pool;
+        last_borrowed.pg = c->pg;
     }
     getconn_done_locked(pool, rc, start, end);
     pthread_mutex_unlock(&pool->lock);

@@ -2,7 +2,9 @@
  * pool_internal.h - what the files of lib/ share, and which lock guards what.
  *
  * Everything of the pool's state is guarded by pool->lock unless a comment
- * says otherwise.  No lock is ever held while doing network I/O.
+ * says otherwise.  No lock is ever held across anything that can block: the
+ * zero-round-trip check (a poll with timeout 0, and reading input that has
+ * already arrived) runs under it; round trips, connects and closes never do.
  */
 #ifndef POOL_INTERNAL_H
 #define POOL_INTERNAL_H

@@ -321,6 +321,69 @@ static void test_wait_and_hold_time_are_counted(void **state)
     pool_destroy(pool);
 }
 
+typedef struct handoff {
+    pool_t *pool;
+    PGconn *conn;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int step; /* 1: borrowed; 2: told to return; 3: returned */
+} handoff_t;
+
+static void *borrow_then_return_when_told(void *arg)
+{
+    handoff_t *h = arg;
+    PGconn *c = pool_getconn(h->pool);
+    pthread_mutex_lock(&h->lock);
+    h->conn = c;
+    h->step = 1;
+    pthread_cond_broadcast(&h->cond);
+    while (h->step != 2)
+        pthread_cond_wait(&h->cond, &h->lock);
+    pthread_mutex_unlock(&h->lock);
+    pool_putconn(h->pool, c);
+    pthread_mutex_lock(&h->lock);
+    h->step = 3;
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+    return NULL;
+}
+
+static void handoff_wait(handoff_t *h, int step)
+{
+    pthread_mutex_lock(&h->lock);
+    while (h->step != step)
+        pthread_cond_wait(&h->cond, &h->lock);
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* Affinity: a thread keeps talking to the same backend, as with a dedicated
+   connection, even when another thread returned one more recently. */
+static void test_a_thread_gets_back_the_connection_it_used_last(void **state)
+{
+    pool_config_t cfg;
+    test_config(&cfg, "acq_affinity");
+    cfg.min_size = 2;
+    pool_t *pool = pool_create(&cfg, NULL, 0);
+    assert_non_null(pool);
+    PGconn *mine = pool_getconn(pool);
+    handoff_t h = {.pool = pool, .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    pthread_t t;
+    pthread_create(&t, NULL, borrow_then_return_when_told, &h);
+    handoff_wait(&h, 1);
+    assert_ptr_not_equal(h.conn, mine);
+    assert_int_equal(pool_putconn(pool, mine), POOL_OK);
+    pthread_mutex_lock(&h.lock);
+    h.step = 2;
+    pthread_cond_broadcast(&h.cond);
+    pthread_mutex_unlock(&h.lock);
+    handoff_wait(&h, 3); /* the other one is now the most recently returned */
+    pthread_join(t, NULL);
+    PGconn *again = pool_getconn(pool);
+    assert_ptr_equal(again, mine);
+    pool_putconn(pool, again);
+    pool_destroy(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -338,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_max_waiting_rejects_the_excess_at_once),
         cmocka_unit_test(test_waiter_gets_a_newly_opened_connection),
         cmocka_unit_test(test_wait_and_hold_time_are_counted),
+        cmocka_unit_test(test_a_thread_gets_back_the_connection_it_used_last),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
