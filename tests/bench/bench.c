@@ -522,15 +522,15 @@ int main(int argc, char **argv)
             continue;
         const cell_t *b = baseline_of(&cells[i]);
         const result_t *bm = b ? &med[b - cells] : NULL;
-        printf("| %s | %d | %s | %.0f | %s%.2fx | %.0f | %.1f | %.1f | %.1f | %.2f | %ld |\n",
+        printf("| %s | %d | %s | %.0f | %.2fx%s | %.0f | %.1f | %.1f | %.1f | %.2f | %ld |\n",
                workload_names[cells[i].workload], cells[i].threads, cells[i].label,
-               med[i].ops_per_s, cells[i].baseline ? "**" : "",
-               bm && bm->ops_per_s > 0 ? med[i].ops_per_s / bm->ops_per_s : 0,
+               med[i].ops_per_s, bm && bm->ops_per_s > 0 ? med[i].ops_per_s / bm->ops_per_s : 0,
+               cells[i].baseline ? " (baseline)" : "",
                med[i].ops_per_s > 0 ? 1e9 * cells[i].threads / med[i].ops_per_s : 0,
                med[i].iter_p50_us, med[i].iter_p99_us, med[i].wait_p99_us,
                med[i].slowest_share, med[i].errors);
     }
-    printf("\n(%d repeats of %.2f s per cell, medians; baseline marked **; slowest thread = its "
+    printf("\n(%d repeats of %.2f s per cell, medians; slowest thread = its "
            "iterations / the mean)\n", repeats, seconds);
     return errors == 0 ? 0 : 1;
 }
