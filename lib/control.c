@@ -20,7 +20,7 @@ static void close_idle_above(pool_t *pool, int (*keep)(const pool_t *))
         pthread_mutex_lock(&pool->lock);
         int n = pool_detach_idle_locked(pool, keep(pool), batch, CLOSE_BATCH);
         pool_wake_workers_locked(pool);
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         pool_finish_closes(pool, batch, n, true);
         if (n < CLOSE_BATCH)
             return;
@@ -67,7 +67,7 @@ int pool_resize(pool_t *pool, int min_size, int max_size, int max_overflow)
             snprintf(msg, sizeof msg, "out of memory");
     }
     if (rc != POOL_OK) {
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         pool_set_error_msg((pool_err_t)rc, msg);
         return rc;
     }
@@ -75,7 +75,7 @@ int pool_resize(pool_t *pool, int min_size, int max_size, int max_overflow)
     pool->cfg.max_size = max_size;
     pool->cfg.max_overflow = max_overflow;
     pool_wake_workers_locked(pool); /* more room for waiters, or a higher min_size */
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     close_idle_above(pool, keep_max_size);
     pool_log(pool, POOL_LOG_INFO, "resized: min_size %d, max_size %d, max_overflow %d", min_size,
              max_size, max_overflow);
@@ -91,7 +91,7 @@ int pool_evict(pool_t *pool)
     /* Every connection opened, or begun, before now is stale: closed when
        next seen (returned, validated, finished opening). */
     pool->epoch++;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     close_idle_above(pool, keep_none);
     pool_log(pool, POOL_LOG_INFO, "evicted every connection: new ones replace them");
     return POOL_OK;
@@ -104,7 +104,7 @@ int pool_pause(pool_t *pool)
     pthread_mutex_lock(&pool->lock);
     pool_enter_locked(pool);
     pool->paused = true;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     return POOL_OK;
 }
 
@@ -117,6 +117,6 @@ int pool_resume(pool_t *pool)
     pool->paused = false;
     pool_serve_waiters_locked(pool);
     pool_wake_workers_locked(pool); /* for those still waiting */
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     return POOL_OK;
 }

@@ -73,7 +73,7 @@ void *maint_main(void *arg)
         int nleak = collect_leaks_locked(pool, now, held_ms);
         pool_wake_workers_locked(pool);
         if (nclose > 0 || nleak > 0) {
-            pthread_mutex_unlock(&pool->lock);
+            pool_unlock(pool);
             pool_finish_closes(pool, to_close, nclose, true);
             for (int i = 0; i < nleak; i++)
                 pool_log(pool, POOL_LOG_WARN,
@@ -86,6 +86,6 @@ void *maint_main(void *arg)
         struct timespec ts = clock_abs_timespec(clock_now_us() + tick);
         pthread_cond_timedwait(&pool->maint_cond, &pool->lock, &ts);
     }
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     return NULL;
 }

@@ -90,7 +90,7 @@ void pool_finish_closes(pool_t *pool, PGconn **pgs, int n, bool graceful)
     pthread_mutex_lock(&pool->lock);
     pool->nclosing -= n;
     pool_wake_workers_locked(pool);
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
 }
 
 /* ---- demand for new connections ----------------------------------------- */
@@ -126,7 +126,7 @@ static void hand_to_waiter_locked(pool_conn_t *c, pool_waiter_t *w, int64_t now_
     c->state = CONN_CHECKING;
     c->idle_since_us = now_us;
     w->conn = c;
-    pthread_cond_signal(&w->cond);
+    wake_after_unlock(&w->woken);
 }
 
 /* c (open, validated or new, not on any list) goes to the longest waiter, else
@@ -306,7 +306,7 @@ static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
     /* No pool_evict can have run yet: the pool is not handed out. */
     PGconn *excess = pool_make_available_locked(
         pool, conn_track_locked(pool, c, pg, pool->epoch, started, now), now);
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     if (excess)
         pool_finish_closes(pool, &excess, 1, true);
     return POOL_OK;
@@ -365,7 +365,7 @@ pool_t *pool_create(const pool_config_t *cfg, char *errbuf, size_t errlen)
         }
         pthread_mutex_lock(&pool->lock);
         pool->stats.connect_errors++;
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         pool_log(pool, POOL_LOG_WARN, "%s; opening the rest of min_size in the background", msg);
         break;
     }
@@ -396,7 +396,7 @@ int pool_start_threads(pool_t *pool)
         pool->closed = true;
         pthread_cond_broadcast(&pool->work_cond);
         pthread_cond_broadcast(&pool->maint_cond);
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         pthread_join(pool->maint_thread, NULL);
         for (int i = 0; i < started - 1; i++)
             pthread_join(pool->workers[i], NULL);
@@ -417,14 +417,14 @@ void pool_destroy(pool_t *pool)
     pool->closed = true;
     atomic_store(&pool->stopping, true);
     for (pool_waiter_t *w = pool->waiters.head; w; w = w->next)
-        pthread_cond_signal(&w->cond);
+        wake_now(&w->woken);
     pthread_cond_broadcast(&pool->work_cond);
     pthread_cond_broadcast(&pool->maint_cond);
     while (pool->ncalls > 0)
         pthread_cond_wait(&pool->drain_cond, &pool->lock);
     bool joined = pool->threads_started;
     pool->threads_started = false;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
 
     if (joined) {
         pthread_join(pool->maint_thread, NULL);
@@ -465,16 +465,20 @@ static void set_timeout_error_locked(const pool_t *pool, int timeout_ms)
                    failing ? "; last connection error: " : "", failing ? pool->last_error : "");
 }
 
-/* Blocks on w until it is handed a connection, failed, the pool closes or the
-   deadline passes.  Returns with w out of the queue. */
+/* Blocks (w queued, the lock released) until w is handed a connection,
+   failed, the pool closes or the deadline passes.  Returns with the lock held
+   and w out of the queue. */
 static void wait_in_line_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_us)
 {
-    struct timespec ts = clock_abs_timespec(deadline_us);
     pool->nwaiting++;
     while (!w->conn && w->err == POOL_OK && !pool->closed) {
-        int rc = deadline_us == INT64_MAX ? pthread_cond_wait(&w->cond, &pool->lock)
-                                          : pthread_cond_timedwait(&w->cond, &pool->lock, &ts);
-        if (rc == ETIMEDOUT)
+        pool_unlock(pool);
+        /* Woken without the lock: whoever wakes us set w first, under it. */
+        while (!atomic_load_explicit(&w->woken, memory_order_acquire) &&
+               clock_now_us() < deadline_us)
+            wake_wait(&w->woken, deadline_us);
+        pthread_mutex_lock(&pool->lock);
+        if (!atomic_load_explicit(&w->woken, memory_order_relaxed) && clock_now_us() >= deadline_us)
             break;
     }
     waitq_remove(&pool->waiters, w);
@@ -543,10 +547,7 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
         }
         w->conn = NULL;
         w->err = POOL_OK;
-        if (!w->cond_ready) { /* only callers that wait pay for it */
-            pthread_cond_init(&w->cond, &pool->cond_attr);
-            w->cond_ready = true;
-        }
+        atomic_store_explicit(&w->woken, 0, memory_order_relaxed);
         if (*at_front)
             waitq_push_front(&pool->waiters, w);
         else
@@ -634,7 +635,7 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
             PGconn *old = pool_detach_locked(pool, c);
             pool->stats.closed_lifetime++;
             pool_wake_workers_locked(pool);
-            pthread_mutex_unlock(&pool->lock);
+            pool_unlock(pool);
             pool_finish_closes(pool, &old, 1, true);
             pthread_mutex_lock(&pool->lock);
             clock_stale = true;
@@ -650,7 +651,7 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
                      now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000);
         bool alive = health != CONN_DEAD, accepted = alive;
         if (alive && (ping || pool->cfg.on_checkout)) {
-            pthread_mutex_unlock(&pool->lock);
+            pool_unlock(pool);
             if (ping)
                 alive = conn_exec_bounded(c->pg, "", ping_deadline(pool, now, deadline));
             accepted = alive && (!pool->cfg.on_checkout ||
@@ -668,7 +669,7 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         if (!alive)
             pool->stats.closed_broken++;
         pool_wake_workers_locked(pool);
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         pool_finish_closes(pool, &rejected, 1, alive);
         pthread_mutex_lock(&pool->lock);
         clock_stale = true;
@@ -683,9 +684,7 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         last_borrowed.pg = c->pg;
     }
     getconn_done_locked(pool, rc, start, end);
-    pthread_mutex_unlock(&pool->lock);
-    if (w.cond_ready)
-        pthread_cond_destroy(&w.cond);
+    pool_unlock(pool);
     return rc == POOL_OK ? c->pg : NULL;
 }
 
@@ -719,7 +718,7 @@ static bool clean_for_reuse_unlocked_io(pool_t *pool, pool_conn_t *c, bool rollb
 {
     c->state = CONN_RETURNING;
     pool->ncalls++;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     int64_t deadline = now + (int64_t)pool->cfg.connect_timeout_ms * 1000;
     bool rolled_back = rollback && conn_exec_bounded(c->pg, "ROLLBACK", deadline);
     bool ok = rollback ? rolled_back : true;
@@ -739,7 +738,7 @@ static bool checkin_hook_accepts(pool_t *pool, pool_conn_t *c)
 {
     c->state = CONN_RETURNING;
     pool->ncalls++;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     bool accepted = pool->cfg.on_checkin(c->pg, pool->cfg.arg) == 0;
     pthread_mutex_lock(&pool->lock);
     if (--pool->ncalls == 0 && pool->closed)
@@ -761,7 +760,7 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
     pool_enter_locked(pool);
     pool_conn_t *c = conn_map_find(&pool->map, pg);
     if (!c || c->state != CONN_IN_USE) {
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         pool_set_error(POOL_EINVAL, c ? "connection was already returned to this pool"
                                       : "connection was not handed out by this pool");
         return POOL_EINVAL;
@@ -773,7 +772,7 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
     if (conn_inherited(pool, c)) { /* borrowed before a fork(): the parent still uses it */
         conn_map_remove(&pool->map, pg);
         free(c);
-        pthread_mutex_unlock(&pool->lock);
+        pool_unlock(pool);
         conn_drop_silently(pg);
         return POOL_OK;
     }
@@ -813,7 +812,7 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
         }
     }
     pool_wake_workers_locked(pool);
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     if (to_close)
         pool_finish_closes(pool, &to_close, 1, !broken);
     return POOL_OK;

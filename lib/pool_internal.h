@@ -65,12 +65,13 @@ typedef struct pool_conn {
 
 /* A caller blocked in pool_getconn; lives on that caller's stack. */
 typedef struct pool_waiter {
-    pthread_cond_t cond;             /* signalled on hand-off, error or close */
+    _Atomic uint32_t woken;          /* 1 once handed a connection, failed or told the pool
+                                        closed (written under pool->lock, read without it);
+                                        the waiter sleeps on it (wake.c) */
     pool_conn_t *conn;               /* handed-over connection; guarded by pool->lock */
     pool_err_t err;                  /* set when woken to fail; guarded by pool->lock */
     struct pool_waiter *prev, *next; /* queue links; guarded by pool->lock */
     bool queued;                     /* guarded by pool->lock */
-    bool cond_ready;                 /* cond initialised; owned by the waiting caller */
 } pool_waiter_t;
 
 /* Open-addressing map from PGconn* to its pool_conn_t, for O(1) returns. */
@@ -147,6 +148,12 @@ void pool_log(const pool_t *pool, int level, const char *fmt, ...)
 void pool_copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg);
 char *pool_password_of(const char *conninfo);
 
+/* wake.c: parking and waking waiters */
+void wake_wait(_Atomic uint32_t *word, int64_t deadline_us);
+void wake_now(_Atomic uint32_t *word);          /* with pool->lock held */
+void wake_after_unlock(_Atomic uint32_t *word); /* with pool->lock held: kicked by pool_unlock */
+void wake_pending(void);
+
 /* stats.c */
 void hist_record(pool_hist_t *h, uint64_t us);
 
@@ -217,6 +224,14 @@ void fork_register(pool_t *pool);
 void fork_unregister(pool_t *pool);
 unsigned fork_generation(void);
 void fork_reset_locked(pool_t *pool);
+
+/* Releases the pool's lock, then wakes the waiters this thread handed
+   connections to meanwhile.  Every unlock in lib/ goes through here. */
+static inline void pool_unlock(pool_t *pool)
+{
+    pthread_mutex_unlock(&pool->lock);
+    wake_pending();
+}
 
 static inline bool pool_is_live(const pool_t *pool)
 {

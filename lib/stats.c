@@ -59,6 +59,6 @@ int pool_get_stats(pool_t *pool, pool_stats_t *out)
     out->min_size = pool->cfg.min_size;
     out->max_size = pool->cfg.max_size;
     out->max_overflow = pool->cfg.max_overflow;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     return POOL_OK;
 }

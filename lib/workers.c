@@ -30,7 +30,7 @@ static void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t
         return;
     for (pool_waiter_t *w; (w = waitq_pop_front(&pool->waiters));) {
         w->err = POOL_ECONNECT;
-        pthread_cond_signal(&w->cond);
+        wake_now(&w->woken);
     }
 }
 
@@ -41,7 +41,7 @@ static void connect_once_locked(pool_t *pool)
     bool was_failing = pool->connect_failing;
     unsigned epoch = pool->epoch; /* an evict from now on makes this one stale */
     pool->nconnecting++;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
 
     int64_t started = clock_now_us();
     PGconn *pg = conn_open(pool, err, sizeof err);
@@ -63,7 +63,7 @@ static void connect_once_locked(pool_t *pool)
     else
         workers_connect_failed_locked(pool, err, now);
     bool stopping = pool->closed;
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
 
     if (excess)
         pool_finish_closes(pool, &excess, 1, true);
@@ -91,6 +91,6 @@ void *connect_worker_main(void *arg)
         }
         connect_once_locked(pool);
     }
-    pthread_mutex_unlock(&pool->lock);
+    pool_unlock(pool);
     return NULL;
 }
