@@ -79,18 +79,19 @@ void fork_reset_locked(pool_t *pool)
             continue;
         /* Borrowed in the parent: kept until it comes back, then dropped.
            Idle, or borrowed in a generation before the parent's: dropped now. */
-        if (c->state != CONN_IDLE && c->fork_gen == pool->fork_gen)
+        if (c->state != CONN_IDLE && c->state != CONN_PARKED && c->fork_gen == pool->fork_gen)
             continue;
         conn_map_remove(&pool->map, c->pg);
         conn_drop_silently(c->pg);
-        free(c);
+        pool_release_slot_locked(pool, c);
         i--; /* the removal may have shifted a later entry into slot i (wraps to 0) */
     }
     pool->idle_head = pool->idle_tail = NULL;
+    atomic_store(&pool->maybe_parked, false);
     pool->waiters.head = pool->waiters.tail = NULL;
     pool->waiters.len = 0;
     pool->nidle = pool->nopen = pool->nconnecting = pool->nclosing = 0;
-    pool->nwaiting = pool->ncalls = pool->grow_wanted = 0;
+    pool->ncalls = pool->grow_wanted = 0;
     pool->connect_failing = false;
     pool->backoff_us = 0;
     /* The parent's threads may have been blocked on these; none are here. */

@@ -26,6 +26,9 @@ static int collect_idle_locked(pool_t *pool, int64_t now, PGconn **out)
 {
     const pool_config_t *cfg = &pool->cfg;
     int n = 0;
+    /* Parked connections go back on the list to be looked at; their threads
+       find them there (and park them again) on their next checkout. */
+    pool_unpark_all_locked(pool);
     for (pool_conn_t *c = pool->idle_tail, *prev; c && n < MAINT_BATCH; c = prev) {
         prev = c->prev;
         if (cfg->max_lifetime_ms > 0 && now - c->created_us >= (int64_t)cfg->max_lifetime_ms * 1000) {
@@ -49,12 +52,17 @@ static int collect_leaks_locked(pool_t *pool, int64_t now, int64_t *held_ms)
         return 0;
     for (size_t i = 0; i <= pool->map.mask && n < MAINT_BATCH; i++) {
         pool_conn_t *c = pool->map.slots[i];
-        if (!c || c->state != CONN_IN_USE || conn_inherited(pool, c) || c->leak_reported ||
-            now - c->checkout_us < limit)
+        if (!c)
             continue;
-        c->leak_reported = true;
+        /* The holder may return it meanwhile (fast.c): at worst this reports
+           a checkout that ended just now, having lasted past the limit. */
+        int64_t out = atomic_load_explicit(&c->checkout_us, memory_order_relaxed);
+        if (c->state != CONN_IN_USE || conn_inherited(pool, c) ||
+            atomic_load_explicit(&c->leak_reported, memory_order_relaxed) || now - out < limit)
+            continue;
+        atomic_store_explicit(&c->leak_reported, true, memory_order_relaxed);
         pool->stats.leaks++;
-        held_ms[n++] = (now - c->checkout_us) / 1000;
+        held_ms[n++] = (now - out) / 1000;
     }
     return n;
 }

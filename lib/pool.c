@@ -27,10 +27,10 @@ void pool_enter_locked(pool_t *pool)
 
 /* ---- idle list ---------------------------------------------------------- */
 
-static void idle_push_locked(pool_t *pool, pool_conn_t *c, int64_t now_us)
+/* Puts c at the head of the idle list, keeping its idle_since_us. */
+static void idle_link_locked(pool_t *pool, pool_conn_t *c)
 {
     c->state = CONN_IDLE;
-    c->idle_since_us = now_us;
     c->prev = NULL;
     c->next = pool->idle_head;
     if (pool->idle_head)
@@ -39,6 +39,12 @@ static void idle_push_locked(pool_t *pool, pool_conn_t *c, int64_t now_us)
         pool->idle_tail = c;
     pool->idle_head = c;
     pool->nidle++;
+}
+
+static void idle_push_locked(pool_t *pool, pool_conn_t *c, int64_t now_us)
+{
+    c->idle_since_us = now_us;
+    idle_link_locked(pool, c);
 }
 
 static void pool_idle_remove_locked(pool_t *pool, pool_conn_t *c)
@@ -55,6 +61,49 @@ static void pool_idle_remove_locked(pool_t *pool, pool_conn_t *c)
     pool->nidle--;
 }
 
+/* Moves every parked connection (fast.c) to the idle list, for a lock holder
+   that wants one, or wants to close idle ones. */
+void pool_unpark_all_locked(pool_t *pool)
+{
+    /* Cleared before the scan: a connection parked after it sets it again. */
+    if (!atomic_exchange(&pool->maybe_parked, false))
+        return;
+    for (pool_conn_t *c = pool->all_slots; c; c = c->all_next) {
+        conn_state_t parked = CONN_PARKED;
+        if (atomic_compare_exchange_strong(&c->state, &parked, CONN_CHECKING))
+            idle_link_locked(pool, c);
+    }
+}
+
+/* ---- connection slots ---------------------------------------------------- */
+
+/* A slot for a new connection: a free one, else *spare (allocated by the
+   caller before taking the lock), which is then consumed (*spare = NULL). */
+static pool_conn_t *slot_get_locked(pool_t *pool, pool_conn_t **spare)
+{
+    pool_conn_t *c = pool->free_slots;
+    if (c) {
+        pool->free_slots = c->next;
+        return c;
+    }
+    c = *spare;
+    *spare = NULL;
+    memset(c, 0, sizeof *c);
+    c->all_next = pool->all_slots;
+    pool->all_slots = c;
+    return c;
+}
+
+/* The slot no longer holds a connection; it stays allocated (see pool_conn_t). */
+void pool_release_slot_locked(pool_t *pool, pool_conn_t *c)
+{
+    c->pg = NULL;
+    c->state = CONN_FREE;
+    c->prev = NULL;
+    c->next = pool->free_slots;
+    pool->free_slots = c;
+}
+
 /* ---- closing ------------------------------------------------------------ */
 
 /* Forgets c and returns its PGconn for the caller to pass to
@@ -66,7 +115,7 @@ PGconn *pool_detach_locked(pool_t *pool, pool_conn_t *c)
         pool_idle_remove_locked(pool, c);
     conn_map_remove(&pool->map, c->pg);
     PGconn *pg = c->pg;
-    free(c);
+    pool_release_slot_locked(pool, c);
     pool->nopen--;
     pool->nclosing++;
     pool->stats.closed++;
@@ -149,9 +198,13 @@ PGconn *pool_make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us)
     return NULL;
 }
 
-/* Hands idle connections to waiters, longest waiter first (pool_resume). */
+/* Hands idle connections to waiters, longest waiter first (pool_resume, and
+   a caller that starts to wait). */
 void pool_serve_waiters_locked(pool_t *pool)
 {
+    if (!pool->waiters.head)
+        return;
+    pool_unpark_all_locked(pool);
     int64_t now = clock_now_us();
     while (pool->idle_head && pool->waiters.head) {
         pool_conn_t *c = pool->idle_head;
@@ -164,13 +217,40 @@ void pool_serve_waiters_locked(pool_t *pool)
    are open; returns how many, their PGconns in out for pool_finish_closes. */
 int pool_detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max)
 {
+    pool_unpark_all_locked(pool);
     int n = 0;
     while (n < max && pool->idle_tail && pool->nopen > keep)
         out[n++] = pool_detach_locked(pool, pool->idle_tail);
     return n;
 }
 
-static bool past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us)
+/* After the fast path parked a connection while the gate closed or the pool
+   was evicted: does what a locked return would have done - serve waiters,
+   close what is above max_size or evicted. */
+void pool_settle(pool_t *pool)
+{
+    PGconn *out[16];
+    int n;
+    do {
+        n = 0;
+        pthread_mutex_lock(&pool->lock);
+        if (!pool->paused)
+            pool_serve_waiters_locked(pool);
+        pool_unpark_all_locked(pool);
+        for (pool_conn_t *c = pool->idle_head, *next; c && n < 16; c = next) {
+            next = c->next;
+            if (c->epoch != pool->epoch)
+                out[n++] = pool_detach_locked(pool, c);
+        }
+        if (!pool->waiters.head)
+            n += pool_detach_idle_locked(pool, pool->cfg.max_size, out + n, 16 - n);
+        pool_wake_workers_locked(pool);
+        pool_unlock(pool);
+        pool_finish_closes(pool, out, n, true);
+    } while (n == 16);
+}
+
+bool past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us)
 {
     return pool->cfg.max_lifetime_ms > 0 &&
            now_us - c->created_us >= (int64_t)pool->cfg.max_lifetime_ms * 1000;
@@ -193,6 +273,10 @@ static void pool_free(pool_t *pool)
     pthread_condattr_destroy(&pool->cond_attr);
     pthread_mutex_destroy(&pool->lock);
     conn_map_free(&pool->map);
+    for (pool_conn_t *c = pool->all_slots, *next; c; c = next) {
+        next = c->all_next;
+        free(c);
+    }
     free(pool->conninfo);
     free(pool->reset_query);
     free(pool->password);
@@ -218,6 +302,8 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
     pthread_cond_init(&pool->maint_cond, &pool->cond_attr);
     pthread_cond_init(&pool->drain_cond, &pool->cond_attr);
     atomic_init(&pool->stopping, false);
+    static _Atomic uint64_t last_id;
+    pool->id = atomic_fetch_add(&last_id, 1) + 1;
     pool->fork_gen = fork_generation();
     pool->map_total = pool_max_total(pool);
     pool->magic = POOL_MAGIC;
@@ -249,7 +335,7 @@ static void record_identity(pool_conn_t *c)
    (SET SESSION AUTHORIZATION, SET ROLE to or from a superuser) is closed, not
    handed to the next borrower.  Checked after reset_query, which may restore
    them (DISCARD ALL does). */
-static bool session_identity_changed(const pool_conn_t *c)
+bool session_identity_changed(const pool_conn_t *c)
 {
     if (!c->identity_known)
         return false;
@@ -267,10 +353,16 @@ static int conn_events(PGEventId id, void *info, void *pass_through)
     return 1;
 }
 
-pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, unsigned epoch,
+pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, unsigned epoch,
                                int64_t started_us, int64_t now_us)
 {
-    memset(c, 0, sizeof *c);
+    pool_conn_t *c = slot_get_locked(pool, spare);
+    /* Every field but the slot's own (all_next, shard). */
+    c->prev = c->next = NULL;
+    c->idle_since_us = now_us;
+    c->checkout_us = 0;
+    c->leak_reported = false;
+    c->results = c->results_verified = 0;
     c->pg = pg;
     c->epoch = epoch;
     record_identity(c);
@@ -295,8 +387,8 @@ static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
     PGconn *pg = conn_open(pool, err, errlen);
     if (!pg)
         return POOL_ECONNECT;
-    pool_conn_t *c = malloc(sizeof *c);
-    if (!c) {
+    pool_conn_t *spare = malloc(sizeof *spare);
+    if (!spare) {
         conn_close(pg);
         snprintf(err, errlen, "out of memory");
         return POOL_ENOMEM;
@@ -305,8 +397,9 @@ static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
     int64_t now = clock_now_us();
     /* No pool_evict can have run yet: the pool is not handed out. */
     PGconn *excess = pool_make_available_locked(
-        pool, conn_track_locked(pool, c, pg, pool->epoch, started, now), now);
+        pool, conn_track_locked(pool, &spare, pg, pool->epoch, started, now), now);
     pool_unlock(pool);
+    free(spare);
     if (excess)
         pool_finish_closes(pool, &excess, 1, true);
     return POOL_OK;
@@ -416,6 +509,7 @@ void pool_destroy(pool_t *pool)
     pool_enter_locked(pool);
     pool->closed = true;
     atomic_store(&pool->stopping, true);
+    atomic_store(&pool->fast_ok, false);
     for (pool_waiter_t *w = pool->waiters.head; w; w = w->next)
         wake_now(&w->woken);
     pthread_cond_broadcast(&pool->work_cond);
@@ -442,13 +536,12 @@ void pool_destroy(pool_t *pool)
         if (conn_inherited(pool, c)) {
             conn_drop_silently(c->pg);
         } else {
-            if (c->state != CONN_IDLE)
+            if (c->state != CONN_IDLE && c->state != CONN_PARKED)
                 pool_log(pool, POOL_LOG_WARN,
                          "connection leaked: still checked out at pool_destroy after %lld ms",
                          (long long)((now - c->checkout_us) / 1000));
             conn_close_and_wait(c->pg, deadline);
         }
-        free(c);
     }
     pool_free(pool);
 }
@@ -470,7 +563,6 @@ static void set_timeout_error_locked(const pool_t *pool, int timeout_ms)
    and w out of the queue. */
 static void wait_in_line_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_us)
 {
-    pool->nwaiting++;
     while (!w->conn && w->err == POOL_OK && !pool->closed) {
         pool_unlock(pool);
         /* Woken without the lock: whoever wakes us set w first, under it. */
@@ -482,27 +574,18 @@ static void wait_in_line_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline
             break;
     }
     waitq_remove(&pool->waiters, w);
-    pool->nwaiting--;
 }
 
-/* The connection this thread borrowed last, from which pool: handed the same
-   one again when it is idle, the thread keeps talking to the same backend (as
-   a dedicated connection would), which the server's caches and scheduler
-   reward.  Only a hint: it is looked up in the pool's map before use. */
-static _Thread_local struct {
-    const pool_t *pool;
-    const PGconn *pg;
-} last_borrowed;
-
-/* The idle connection to hand out: this thread's last one when idle, else the
-   most recently returned. */
+/* The idle connection to hand out: the one this thread borrowed last when it
+   is idle (the thread keeps talking to the same backend, as with a dedicated
+   connection, which the server's caches reward, and returns it through the
+   fast path), else the most recently returned, else a parked one. */
 static pool_conn_t *pick_idle_locked(pool_t *pool)
 {
-    pool_conn_t *c = pool->idle_head;
-    if (!c || c->pg == last_borrowed.pg || last_borrowed.pool != pool)
-        return c;
-    pool_conn_t *mine = conn_map_find(&pool->map, last_borrowed.pg);
-    return mine && mine->state == CONN_IDLE ? mine : c;
+    if (!pool->idle_head)
+        pool_unpark_all_locked(pool);
+    pool_conn_t *mine = fast_mine(pool);
+    return mine && mine->state == CONN_IDLE ? mine : pool->idle_head;
 }
 
 /* Claims a connection for the caller: an idle one, or one handed over after
@@ -553,6 +636,11 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
         else
             waitq_push_back(&pool->waiters, w);
         *at_front = true; /* once in line, the caller keeps its place */
+        /* The handshake with the fast path (fast.c): close its gate, then
+           take what it parked meanwhile. */
+        atomic_store(&pool->fast_ok, false);
+        if (!pool->paused)
+            pool_serve_waiters_locked(pool);
         pool_wake_workers_locked(pool);
         wait_in_line_locked(pool, w, deadline_us);
         if (w->conn) {
@@ -601,6 +689,20 @@ static void getconn_done_locked(pool_t *pool, pool_err_t rc, int64_t start_us, i
         pthread_cond_broadcast(&pool->drain_cond);
 }
 
+/* Whether c, taken back by the fast path, can be handed out with nothing
+   more to do: not evicted or old, no hook, and the zero-round-trip check
+   passes with no round trip due.  *health: that check's verdict, when it
+   ran (it reads unasked input: it cannot be run twice). */
+static bool ready_as_is(pool_t *pool, pool_conn_t *c, int64_t now, int *health)
+{
+    if (c->epoch != atomic_load_explicit(&pool->epoch, memory_order_relaxed) ||
+        past_lifetime(pool, c, now) || pool->cfg.on_checkout ||
+        (pool->cfg.pre_ping && now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000))
+        return false;
+    *health = conn_check_nowait(c->pg, pool->cfg.pre_ping);
+    return *health == CONN_ALIVE;
+}
+
 PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
 {
     if (!pool_is_live(pool)) {
@@ -608,11 +710,18 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         return NULL;
     }
     int64_t start = clock_now_us();
+    /* This thread's own parked connection, without the lock (fast.c); one
+       that needs more than the zero-round-trip check goes the locked way. */
+    pool_conn_t *c = fast_take(pool);
+    int checked = -1; /* the fast path's conn_health_t, -1 if it did not check */
+    if (c && ready_as_is(pool, c, start, &checked)) {
+        fast_checked_out(c, start);
+        return c->pg;
+    }
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : start + (int64_t)timeout_ms * 1000;
     pool_waiter_t w = {0};
     bool at_front = false;
-    pool_err_t rc;
-    pool_conn_t *c = NULL;
+    pool_err_t rc = POOL_OK;
     /* The clock is read again only after something took time (waiting in
        line, a round trip, a close): an idle connection handed out at once
        costs one clock read, and its wait counts as zero. */
@@ -622,11 +731,13 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
     pthread_mutex_lock(&pool->lock);
     pool_enter_locked(pool);
     pool->ncalls++;
-    for (;;) {
-        rc = claim_locked(pool, &w, deadline, timeout_ms, &at_front, &c);
-        clock_stale = clock_stale || at_front;
-        if (rc != POOL_OK)
-            break;
+    for (;; c = NULL) {
+        if (!c) {
+            rc = claim_locked(pool, &w, deadline, timeout_ms, &at_front, &c);
+            clock_stale = clock_stale || at_front;
+            if (rc != POOL_OK)
+                break;
+        }
         if (clock_stale) {
             now = clock_now_us();
             clock_stale = false;
@@ -641,27 +752,30 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
             clock_stale = true;
             continue;
         }
-        /* The zero-round-trip check never blocks (a poll with timeout 0 at
-           most), so it runs here under the lock: a checkout with nothing
-           more to do costs one lock round.  A round trip or a hook runs
-           with the lock released. */
-        conn_health_t health = conn_check_nowait(c->pg, pool->cfg.pre_ping);
+        /* Without pre_ping and hooks the checks read libpq's state only, so
+           they run under the lock: one lock round.  Otherwise the socket
+           poll (a syscall), a round trip and the hook run with the lock
+           released, on the claimed connection. */
+        bool io = pool->cfg.pre_ping || pool->cfg.on_checkout;
+        if (io)
+            pool_unlock(pool);
+        conn_health_t health =
+            checked >= 0 ? (conn_health_t)checked : conn_check_nowait(c->pg, pool->cfg.pre_ping);
+        checked = -1;
         bool ping = health == CONN_SUSPECT ||
                     (pool->cfg.pre_ping && health == CONN_ALIVE &&
                      now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000);
         bool alive = health != CONN_DEAD, accepted = alive;
-        if (alive && (ping || pool->cfg.on_checkout)) {
-            pool_unlock(pool);
-            if (ping)
-                alive = conn_exec_bounded(c->pg, "", ping_deadline(pool, now, deadline));
-            accepted = alive && (!pool->cfg.on_checkout ||
-                                 pool->cfg.on_checkout(c->pg, pool->cfg.arg) == 0);
-
+        if (alive && ping)
+            alive = accepted = conn_exec_bounded(c->pg, "", ping_deadline(pool, now, deadline));
+        if (alive && pool->cfg.on_checkout)
+            accepted = pool->cfg.on_checkout(c->pg, pool->cfg.arg) == 0;
+        if (io) {
             pthread_mutex_lock(&pool->lock);
             clock_stale = clock_stale || ping || pool->cfg.on_checkout;
-            if (ping)
-                pool->stats.pings++;
         }
+        if (ping)
+            pool->stats.pings++;
         /* Evicted while it was being validated: not handed out after all. */
         if (accepted && c->epoch == pool->epoch)
             break;
@@ -680,8 +794,7 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         c->state = CONN_IN_USE;
         c->checkout_us = end;
         c->leak_reported = false;
-        last_borrowed.pool = pool;
-        last_borrowed.pg = c->pg;
+        fast_remember(pool, c);
     }
     getconn_done_locked(pool, rc, start, end);
     pool_unlock(pool);
@@ -703,7 +816,7 @@ PGconn *pool_getconn(pool_t *pool)
    can: it is rolled back).  One left in non-blocking mode is put back in
    blocking mode, as the next borrower expects; with nothing in flight that
    sends nothing. */
-static bool returnable(PGconn *pg)
+bool conn_returnable(PGconn *pg)
 {
     PGTransactionStatusType ts = PQtransactionStatus(pg);
     if (PQstatus(pg) != CONNECTION_OK || PQpipelineStatus(pg) != PQ_PIPELINE_OFF ||
@@ -756,6 +869,8 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
         pool_set_error(POOL_EINVAL, "connection is NULL");
         return POOL_EINVAL;
     }
+    if (!discard && fast_return(pool, pg))
+        return POOL_OK;
     pthread_mutex_lock(&pool->lock);
     pool_enter_locked(pool);
     pool_conn_t *c = conn_map_find(&pool->map, pg);
@@ -771,7 +886,7 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
     hist_record(&pool->stats.hold_hist, held);
     if (conn_inherited(pool, c)) { /* borrowed before a fork(): the parent still uses it */
         conn_map_remove(&pool->map, pg);
-        free(c);
+        pool_release_slot_locked(pool, c);
         pool_unlock(pool);
         conn_drop_silently(pg);
         return POOL_OK;
@@ -783,7 +898,7 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
         to_close = pool_detach_locked(pool, c);
     } else if (pool->cfg.on_checkin && !checkin_hook_accepts(pool, c)) {
         to_close = pool_detach_locked(pool, c);
-    } else if (!returnable(pg)) {
+    } else if (!conn_returnable(pg)) {
         to_close = pool_detach_locked(pool, c);
         pool->stats.closed_broken++;
         broken = true;

@@ -26,23 +26,50 @@
                                        caller's deadline: cut shorter, it would close
                                        a healthy connection (query left in flight) */
 
-/* Where a connection is.  Each pool_conn_t is in exactly one state. */
+/* Where a connection is.  Each pool_conn_t is in exactly one state.  The
+   state is atomic because of the fast path (fast.c): without the lock, the
+   thread holding a connection may park it (IN_USE -> RETURNING -> PARKED)
+   and any thread may take a parked one back (PARKED -> CHECKING by CAS).
+   Every other transition happens under pool->lock, and a lock holder that
+   wants a PARKED connection claims it by CAS as well. */
 typedef enum conn_state {
+    CONN_FREE,      /* the slot holds no connection: on pool->free_slots */
     CONN_IDLE,      /* on the idle list */
+    CONN_PARKED,    /* idle off the list, where the thread that returned it finds it
+                       again without the lock; counts as idle */
     CONN_CHECKING,  /* taken by pool_getconn, being validated or handed to a waiter */
     CONN_IN_USE,    /* owned by a borrower */
     CONN_RETURNING, /* inside pool_putconn: rollback or reset running */
 } conn_state_t;
 
-/* One open connection: all of its bookkeeping lives here, in one place. */
+/* The statistics the fast path records without the lock, per connection slot
+   (so two threads never write the same cache line).  Written only by the
+   thread holding the connection, inside a seqlock (seq odd while writing);
+   pool_get_stats adds every slot's shard to the pool's counters. */
+typedef struct conn_shard {
+    _Atomic uint64_t seq;
+    _Atomic uint64_t acquired;               /* checkouts, each with a wait of 0 */
+    _Atomic uint64_t hold_count, hold_sum_us;
+    _Atomic uint64_t hold_bucket[POOL_HIST_BUCKETS];
+} conn_shard_t;
+
+/* One connection slot: all of a connection's bookkeeping lives here.  Slots
+   are never freed while the pool lives (a closed connection's slot goes to
+   pool->free_slots for the next one), so a thread's cached pointer to one
+   (fast.c) is always safe to look at. */
 typedef struct pool_conn {
-    PGconn *pg;
-    conn_state_t state;              /* guarded by pool->lock */
-    struct pool_conn *prev, *next;   /* idle list links; guarded by pool->lock */
-    int64_t created_us;              /* immutable after open */
-    int64_t idle_since_us;           /* guarded by pool->lock */
-    int64_t checkout_us;             /* guarded by pool->lock */
-    bool leak_reported;              /* guarded by pool->lock */
+    PGconn *_Atomic pg;              /* written under pool->lock while the slot is not
+                                        reachable by the fast path's CAS; atomic because
+                                        a stale cached pointer may be compared meanwhile */
+    _Atomic conn_state_t state;      /* see conn_state_t */
+    struct pool_conn *prev, *next;   /* idle list (or free list: next) links; guarded by
+                                        pool->lock */
+    struct pool_conn *all_next;      /* every slot ever made; immutable once linked */
+    int64_t created_us;              /* set when the connection is tracked, then immutable */
+    int64_t idle_since_us;           /* written by whoever makes it IDLE or PARKED, before
+                                        publishing that state; read after claiming it */
+    _Atomic int64_t checkout_us;     /* written by the holder; read by maint (leaks) */
+    atomic_bool leak_reported;       /* reset by the holder at checkout; set by maint */
     /* Who the session is, as the server reported it once on_connect had run;
        immutable after open.  A connection returned as someone else is not
        reused (see session_identity_changed in pool.c). */
@@ -55,12 +82,13 @@ typedef struct pool_conn {
        No new result: no statement ran, so the identity cannot have changed
        and the check (a list walk with string compares) is skipped. */
     unsigned long results;           /* written by the connection's user; read at return */
-    unsigned long results_verified;  /* guarded by pool->lock */
+    unsigned long results_verified;  /* written by the returning thread, which holds it */
     bool results_counted;            /* the event proc is registered; immutable */
     unsigned fork_gen;               /* fork generation it was opened in: another one means it
                                         was inherited across fork() and must be dropped silently */
     unsigned epoch;                  /* pool->epoch when its opening began; immutable.  An
                                         older one was evicted: never handed out again */
+    conn_shard_t shard;              /* kept across the slot's connections */
 } pool_conn_t;
 
 /* A caller blocked in pool_getconn; lives on that caller's stack. */
@@ -107,17 +135,28 @@ struct pool {
     pool_conn_t *idle_tail;          /* oldest idle; guarded by lock */
     pool_waitq_t waiters;            /* FIFO of blocked callers; guarded by lock */
 
-    int nidle;                       /* guarded by lock */
+    pool_conn_t *all_slots;          /* every slot, linked by all_next; guarded by lock */
+    pool_conn_t *free_slots;         /* slots without a connection, linked by next;
+                                        guarded by lock */
+    int nidle;                       /* on the idle list (PARKED ones not counted); guarded
+                                        by lock */
     int nopen;                       /* idle + checking + in use + returning; guarded by lock */
     int nconnecting;                 /* attempts in flight; guarded by lock */
     int nclosing;                    /* closes in flight (still hold a backend); guarded by lock */
-    int nwaiting;                    /* callers blocked in getconn; guarded by lock */
     int grow_wanted;                 /* connections asked for by callers that could not
                                         wait (timeout 0); guarded by lock */
     int ncalls;                      /* callers inside getconn/putconn; guarded by lock */
     bool closed;                     /* pool_destroy began; guarded by lock */
     bool paused;                     /* pool_pause: nothing is handed out; guarded by lock */
-    unsigned epoch;                  /* bumped by pool_evict; guarded by lock */
+    _Atomic unsigned epoch;          /* bumped by pool_evict under lock; read by the fast path */
+    uint64_t id;                     /* unique among pools ever created; immutable */
+    atomic_bool fast_ok;             /* the fast path may park and take connections: open,
+                                        not paused, nobody waiting, not above max_size.
+                                        Written under lock (pool_unlock recomputes it);
+                                        read without it.  See fast.c for the handshake
+                                        with callers that start to wait */
+    atomic_bool maybe_parked;        /* set by the fast path after parking, cleared under
+                                        lock before a scan for parked slots */
     atomic_bool stopping;            /* mirrors closed, read without the lock by I/O loops */
 
     bool connect_failing;            /* the last attempt failed; guarded by lock */
@@ -125,7 +164,8 @@ struct pool {
     int64_t backoff_until_us;        /* no attempt before this; guarded by lock */
     char last_error[POOL_MSG_LEN];   /* last connect failure, scrubbed; guarded by lock */
 
-    unsigned fork_gen;               /* fork generation the state belongs to; guarded by lock */
+    _Atomic unsigned fork_gen;       /* fork generation the state belongs to; written under
+                                        lock, read by the fast path without it */
     pthread_t maint_thread;          /* started by create/fork reset, joined by destroy */
     pthread_t workers[POOL_CONNECT_WORKERS];
     bool threads_started;            /* guarded by lock */
@@ -201,8 +241,11 @@ void waitq_remove(pool_waitq_t *q, pool_waiter_t *w);
 
 /* pool.c: shared by the background threads; all called with pool->lock held */
 PGconn *pool_make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us);
-pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t *c, PGconn *pg, unsigned epoch,
+pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, unsigned epoch,
                                int64_t started_us, int64_t now_us);
+void pool_release_slot_locked(pool_t *pool, pool_conn_t *c);
+void pool_unpark_all_locked(pool_t *pool);
+void pool_settle(pool_t *pool); /* lock NOT held */
 void pool_serve_waiters_locked(pool_t *pool);
 int pool_detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max);
 PGconn *pool_detach_locked(pool_t *pool, pool_conn_t *c);
@@ -211,6 +254,19 @@ void pool_wake_workers_locked(pool_t *pool);
 void pool_finish_closes(pool_t *pool, PGconn **pgs, int n, bool graceful); /* lock NOT held */
 int pool_start_threads(pool_t *pool);
 void pool_enter_locked(pool_t *pool);
+
+/* pool.c: checks shared with the fast path, on a connection the caller holds */
+bool conn_returnable(PGconn *pg);
+bool session_identity_changed(const pool_conn_t *c);
+bool past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us);
+
+/* fast.c: borrowing and returning without the lock */
+pool_conn_t *fast_take(pool_t *pool);
+void fast_checked_out(pool_conn_t *c, int64_t now_us);
+bool fast_return(pool_t *pool, PGconn *pg);
+void fast_remember(const pool_t *pool, pool_conn_t *c);
+pool_conn_t *fast_mine(const pool_t *pool);
+void shard_add_to(const conn_shard_t *sh, pool_stats_t *out);
 
 /* workers.c: connection attempts in the background */
 void *connect_worker_main(void *arg);
@@ -229,6 +285,13 @@ void fork_reset_locked(pool_t *pool);
    connections to meanwhile.  Every unlock in lib/ goes through here. */
 static inline void pool_unlock(pool_t *pool)
 {
+    /* The fast path's gate, from the state this lock holder leaves behind.
+       Closing it where a caller starts to wait is done at once, in
+       claim_locked (the handshake in fast.c); here it catches the rest. */
+    bool ok = !pool->closed && !pool->paused && pool->waiters.len == 0 &&
+              pool->nopen <= pool->cfg.max_size;
+    if (atomic_load_explicit(&pool->fast_ok, memory_order_relaxed) != ok)
+        atomic_store(&pool->fast_ok, ok);
     pthread_mutex_unlock(&pool->lock);
     wake_pending();
 }
@@ -246,7 +309,7 @@ static inline int pool_max_total(const pool_t *pool)
 
 static inline bool conn_inherited(const pool_t *pool, const pool_conn_t *c)
 {
-    return c->fork_gen != pool->fork_gen;
+    return c->fork_gen != atomic_load_explicit(&pool->fork_gen, memory_order_relaxed);
 }
 
 #endif /* POOL_INTERNAL_H */

@@ -203,15 +203,30 @@ static char *percent_decode(const char *src, size_t len)
     return dst;
 }
 
-/* Where the query string starts, found as libpq finds it: user credentials
-   (up to an '@' before any '/') may contain a '?'. */
+/* Where the query string starts, found the way libpq's URI parser walks
+   there: user credentials (up to an '@' before any '/') and a bracketed IPv6
+   host may contain a '?'.  NULL: no query string. */
 static const char *uri_query(const char *uri)
 {
     const char *p = uri + uri_prefix_length(uri);
     const char *at = p + strcspn(p, "@/");
     if (*at == '@')
         p = at + 1;
-    return strchr(p, '?');
+    do { /* host[:port], separated by commas */
+        if (*p == ',')
+            p++;
+        if (*p == '[') {
+            p = strchr(p, ']');
+            if (!p)
+                return NULL; /* libpq rejects the URI */
+        }
+        p += strcspn(p, ":/?,");
+        if (*p == ':')
+            p += strcspn(p, "/?,");
+    } while (*p == ',');
+    if (*p == '/')
+        p += strcspn(p, "?");
+    return *p == '?' ? p : NULL;
 }
 
 /* Appends src[0..len) to the string being built at *end. */

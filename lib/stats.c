@@ -2,8 +2,9 @@
  * stats.c - the statistics snapshot and the latency histograms.
  *
  * Counters and histograms are updated under pool->lock by the same code that
- * counts the event, so one snapshot taken under the lock is consistent: a
- * histogram's count always equals its counter.  Recording is a few
+ * counts the event, or by the fast path in its connection slot's shard (a
+ * seqlock, fast.c); a snapshot taken under the lock adds the shards, each
+ * read consistently, so a histogram's count always equals its counter.  Recording is a few
  * instructions: one bit scan picks the bucket.
  */
 #include "pool_internal.h"
@@ -51,11 +52,16 @@ int pool_get_stats(pool_t *pool, pool_stats_t *out)
     pthread_mutex_lock(&pool->lock);
     pool_enter_locked(pool);
     *out = pool->stats;
+    int parked = 0;
+    for (const pool_conn_t *c = pool->all_slots; c; c = c->all_next) {
+        shard_add_to(&c->shard, out);
+        parked += c->state == CONN_PARKED;
+    }
     out->total = pool->nopen;
-    out->idle = pool->nidle;
-    out->in_use = pool->nopen - pool->nidle;
+    out->idle = pool->nidle + parked;
+    out->in_use = pool->nopen - out->idle;
     out->connecting = pool->nconnecting;
-    out->waiting = pool->nwaiting;
+    out->waiting = pool->waiters.len; /* a caller handed a connection is no longer waiting */
     out->min_size = pool->cfg.min_size;
     out->max_size = pool->cfg.max_size;
     out->max_overflow = pool->cfg.max_overflow;

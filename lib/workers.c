@@ -45,8 +45,8 @@ static void connect_once_locked(pool_t *pool)
 
     int64_t started = clock_now_us();
     PGconn *pg = conn_open(pool, err, sizeof err);
-    pool_conn_t *c = pg ? malloc(sizeof *c) : NULL;
-    if (pg && !c) {
+    pool_conn_t *spare = pg ? malloc(sizeof *spare) : NULL;
+    if (pg && !spare) {
         conn_close(pg);
         pg = NULL;
         snprintf(err, sizeof err, "could not open connection: out of memory");
@@ -59,11 +59,13 @@ static void connect_once_locked(pool_t *pool)
         pool->grow_wanted--;
     PGconn *excess = NULL;
     if (pg)
-        excess = pool_make_available_locked(pool, conn_track_locked(pool, c, pg, epoch, started, now), now);
+        excess = pool_make_available_locked(
+            pool, conn_track_locked(pool, &spare, pg, epoch, started, now), now);
     else
         workers_connect_failed_locked(pool, err, now);
     bool stopping = pool->closed;
     pool_unlock(pool);
+    free(spare); /* a free slot was used instead */
 
     if (excess)
         pool_finish_closes(pool, &excess, 1, true);

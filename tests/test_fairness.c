@@ -1,11 +1,14 @@
 /*
  * test_fairness.c - waiters are served first come, first served; a returned
  * connection goes to the longest waiter and is never taken by a newcomer; one
- * return serves exactly one waiter.
+ * return serves exactly one waiter; a connection returned without the lock
+ * (parked) just as a caller starts to wait is never left parked while that
+ * caller sleeps.
  */
 #include "harness.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #define NWAITERS 6
@@ -140,6 +143,89 @@ static void test_a_timed_out_waiter_leaves_the_line_for_the_next(void **state)
     pool_destroy(pool);
 }
 
+#define RACE_ROUNDS 4000
+
+/* Two threads meet here and leave together, spinning (a sleeping barrier
+   wakes one of them tens of microseconds after the other). */
+typedef struct spin_barrier {
+    atomic_int arrived;
+    atomic_int round;
+} spin_barrier_t;
+
+static void spin_meet(spin_barrier_t *b)
+{
+    int round = atomic_load(&b->round);
+    if (atomic_fetch_add(&b->arrived, 1) == 1) {
+        atomic_store(&b->arrived, 0);
+        atomic_store(&b->round, round + 1);
+        return;
+    }
+    for (int n = 0; atomic_load(&b->round) == round; n++)
+        if (n > 1000)
+            sched_yield(); /* one core, or valgrind */
+}
+
+static void spin_for(int n)
+{
+    for (volatile int i = 0; i < n; i++)
+        ;
+}
+
+typedef struct race {
+    pool_t *pool;
+    spin_barrier_t go, done;
+} race_t;
+
+/* Borrows the pool's only connection, then returns it just as the other
+   thread starts asking for it; the offsets sweep the overlap both ways. */
+static void *hold_and_return(void *arg)
+{
+    race_t *r = arg;
+    for (int i = 0; i < RACE_ROUNDS; i++) {
+        PGconn *c = pool_getconn_timeout(r->pool, 5000);
+        spin_meet(&r->go);
+        spin_for(i % 40 * 10);
+        if (c)
+            pool_putconn(r->pool, c);
+        spin_meet(&r->done);
+    }
+    return NULL;
+}
+
+static void test_a_return_racing_a_new_waiter_never_strands_it(void **state)
+{
+    pool_config_t cfg;
+    test_config(&cfg, "fair_race");
+    cfg.max_size = 1;
+    cfg.pre_ping = 0; /* the return and the checkout without a syscall: the tightest race */
+    pool_t *pool = pool_create(&cfg, NULL, 0);
+    assert_non_null(pool);
+    race_t r = {.pool = pool};
+    pthread_t t;
+    pthread_create(&t, NULL, hold_and_return, &r);
+    int stranded = 0;
+    for (int i = 0; i < RACE_ROUNDS; i++) {
+        spin_meet(&r.go);
+        spin_for(i / 40 % 40 * 10);
+        /* The holder is returning it right now: this caller gets it either
+           at once or as a waiter woken by that return, not by the
+           maintenance thread's next sweep (up to a second later). */
+        int64_t t0 = test_now_ms();
+        PGconn *c = stranded ? NULL : pool_getconn_timeout(pool, 5000);
+        if (c)
+            pool_putconn(pool, c);
+        if (!c || test_now_ms() - t0 > 500)
+            stranded++;
+        spin_meet(&r.done);
+    }
+    pthread_join(t, NULL);
+    assert_int_equal(stranded, 0);
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.acquire_timeouts, 0);
+    pool_destroy(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -147,6 +233,7 @@ int main(void)
         cmocka_unit_test(test_a_newcomer_never_takes_a_connection_from_a_waiter),
         cmocka_unit_test(test_one_return_serves_exactly_one_waiter),
         cmocka_unit_test(test_a_timed_out_waiter_leaves_the_line_for_the_next),
+        cmocka_unit_test(test_a_return_racing_a_new_waiter_never_strands_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
