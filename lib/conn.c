@@ -110,8 +110,10 @@ PGconn *conn_open(pool_t *pool, char *err, size_t errlen)
    status at CONNECTION_OK. */
 conn_health_t conn_check_nowait(PGconn *pg, bool poll_socket)
 {
-    if (PQstatus(pg) != CONNECTION_OK || PQtransactionStatus(pg) != PQTRANS_IDLE ||
-        PQpipelineStatus(pg) != PQ_PIPELINE_OFF || PQisBusy(pg))
+    /* PQTRANS_IDLE also says the status is CONNECTION_OK and no query is in
+       flight (libpq reports PQTRANS_ACTIVE then): PQisBusy would add only
+       the cost of parsing input. */
+    if (PQtransactionStatus(pg) != PQTRANS_IDLE || PQpipelineStatus(pg) != PQ_PIPELINE_OFF)
         return CONN_DEAD;
     if (!poll_socket)
         return CONN_ALIVE;
@@ -124,8 +126,7 @@ conn_health_t conn_check_nowait(PGconn *pg, bool poll_socket)
         return CONN_DEAD;
     if (r == 0)
         return CONN_ALIVE;
-    if (!PQconsumeInput(pg) || PQstatus(pg) != CONNECTION_OK ||
-        PQtransactionStatus(pg) != PQTRANS_IDLE || PQisBusy(pg))
+    if (!PQconsumeInput(pg) || PQtransactionStatus(pg) != PQTRANS_IDLE)
         return CONN_DEAD;
     return CONN_SUSPECT;
 }

@@ -31,7 +31,9 @@
 static _Thread_local struct {
     uint64_t pool_id; /* 0: none (pool ids start at 1) */
     pool_conn_t *c;
-} mine;
+} mine __attribute__((tls_model("initial-exec"))); /* no __tls_get_addr call: 16 bytes
+                                                     of static TLS, which glibc keeps
+                                                     spare even for a dlopen'ed library */
 
 void fast_remember(const pool_t *pool, pool_conn_t *c)
 {
@@ -164,7 +166,9 @@ bool fast_return(pool_t *pool, PGconn *pg)
     pool_conn_t *c = fast_mine(pool);
     if (!c || atomic_load_explicit(&c->pg, memory_order_relaxed) != pg ||
         !atomic_load_explicit(&pool->fast_ok, memory_order_relaxed) || pool->cfg.on_checkin ||
-        pool->reset_query)
+        pool->reset_query ||
+        /* A first call in a forked child: the locked path starts over. */
+        atomic_load_explicit(&pool->fork_gen, memory_order_relaxed) != fork_generation())
         return false;
     conn_state_t in_use = CONN_IN_USE;
     /* Claimed, so that a second return of the same connection (a misuse,

@@ -14,7 +14,7 @@
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pool_t *registry_head;       /* guarded by registry_lock */
-static unsigned generation;         /* written only in the child, while it has one thread */
+unsigned fork_generation_now;       /* written only in the child, while it has one thread */
 static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
 
 static void before_fork(void)
@@ -33,7 +33,7 @@ static void after_fork_parent(void)
 
 static void after_fork_child(void)
 {
-    generation++;
+    fork_generation_now++;
     for (pool_t *p = registry_head; p; p = p->registry_next)
         pthread_mutex_unlock(&p->lock);
     pthread_mutex_unlock(&registry_lock);
@@ -42,11 +42,6 @@ static void after_fork_child(void)
 static void install_handlers(void)
 {
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
-}
-
-unsigned fork_generation(void)
-{
-    return generation;
 }
 
 void fork_register(pool_t *pool)
@@ -98,7 +93,7 @@ void fork_reset_locked(pool_t *pool)
     pthread_cond_init(&pool->work_cond, &pool->cond_attr);
     pthread_cond_init(&pool->maint_cond, &pool->cond_attr);
     pthread_cond_init(&pool->drain_cond, &pool->cond_attr);
-    pool->fork_gen = generation;
+    pool->fork_gen = fork_generation_now;
     pool->threads_started = false;
     if (!pool->closed && pool_start_threads(pool) != 0)
         pool->closed = true; /* every call now fails with POOL_ECLOSED */

@@ -699,7 +699,7 @@ static bool ready_as_is(pool_t *pool, pool_conn_t *c, int64_t now, int *health)
         past_lifetime(pool, c, now) || pool->cfg.on_checkout ||
         (pool->cfg.pre_ping && now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000))
         return false;
-    *health = conn_check_nowait(c->pg, pool->cfg.pre_ping);
+    *health = (int)conn_check_nowait(c->pg, pool->cfg.pre_ping);
     return *health == CONN_ALIVE;
 }
 
@@ -818,9 +818,11 @@ PGconn *pool_getconn(pool_t *pool)
    sends nothing. */
 bool conn_returnable(PGconn *pg)
 {
+    /* These three transaction states also say the status is CONNECTION_OK
+       and no query is in flight (libpq reports PQTRANS_ACTIVE then). */
     PGTransactionStatusType ts = PQtransactionStatus(pg);
-    if (PQstatus(pg) != CONNECTION_OK || PQpipelineStatus(pg) != PQ_PIPELINE_OFF ||
-        (ts != PQTRANS_IDLE && ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR) || PQisBusy(pg))
+    if ((ts != PQTRANS_IDLE && ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR) ||
+        PQpipelineStatus(pg) != PQ_PIPELINE_OFF)
         return false;
     return !PQisnonblocking(pg) || PQsetnonblocking(pg, 0) == 0;
 }

@@ -278,7 +278,11 @@ void *maint_main(void *arg);
 /* fork.c */
 void fork_register(pool_t *pool);
 void fork_unregister(pool_t *pool);
-unsigned fork_generation(void);
+extern unsigned fork_generation_now; /* read on every call: inline, no function call */
+static inline unsigned fork_generation(void)
+{
+    return fork_generation_now;
+}
 void fork_reset_locked(pool_t *pool);
 
 /* Releases the pool's lock, then wakes the waiters this thread handed
