@@ -7,6 +7,8 @@
  * the longest waiter, so one return wakes exactly one thread and a newcomer
  * can never barge ahead.  All I/O (validation, rollback, reset, close) runs
  * with the lock released, on a connection the calling thread has claimed.
+ * While nobody waits, a thread's own returned connection is parked and taken
+ * back without the lock (fast.c); this file is the path for everything else.
  */
 #include "pool_internal.h"
 

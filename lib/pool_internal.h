@@ -2,9 +2,10 @@
  * pool_internal.h - what the files of lib/ share, and which lock guards what.
  *
  * Everything of the pool's state is guarded by pool->lock unless a comment
- * says otherwise.  No lock is ever held across anything that can block: the
- * zero-round-trip check (a poll with timeout 0, and reading input that has
- * already arrived) runs under it; round trips, connects and closes never do.
+ * says otherwise; the fast path (fast.c) works on a thread's own connection
+ * slot with atomics and never takes it.  No lock is held across a syscall or
+ * anything that can block: the socket poll of the zero-round-trip check,
+ * round trips, connects and closes all run with it released.
  */
 #ifndef POOL_INTERNAL_H
 #define POOL_INTERNAL_H
