@@ -47,36 +47,33 @@ static int wait_socket(PGconn *pg, short events, int64_t deadline_us, const atom
     }
 }
 
-static PGconn *open_failed(PGconn *pg, const pool_t *pool, char *err, size_t errlen,
+static PGconn *open_failed(PGconn *pg, const pool_t *pool, char *reason, size_t len,
                            const char *why)
 {
-    char reason[POOL_MSG_LEN];
-    pool_copy_libpq_message(pool, reason, sizeof reason, why ? why : PQerrorMessage(pg));
-    snprintf(err, errlen, "could not open connection: %s", reason);
+    pool_copy_libpq_message(pool, reason, len, why ? why : PQerrorMessage(pg));
     if (pg)
         conn_close(pg);
     return NULL;
 }
 
-/* Opens one connection with PQconnectStartParams/PQconnectPoll, bounded by
-   connect_timeout_ms, then runs on_connect.  NULL with a scrubbed message in
-   err on failure. */
-PGconn *conn_open(pool_t *pool, char *err, size_t errlen)
+/* Opens one connection (to one host: hosts.c picks it) with
+   PQconnectStartParams/PQconnectPoll, bounded by connect_timeout_ms, then
+   runs on_connect.  NULL with libpq's reason, scrubbed, in reason. */
+PGconn *conn_open_params(pool_t *pool, const char *const *keywords, const char *const *values,
+                         char *reason, size_t len)
 {
-    const char *keywords[] = {"dbname", NULL};
-    const char *values[] = {pool->conninfo, NULL};
     int64_t deadline = clock_now_us() + (int64_t)pool->cfg.connect_timeout_ms * 1000;
 
-    PGconn *pg = PQconnectStartParams(keywords, values, 1);
+    PGconn *pg = PQconnectStartParams(keywords, values, 0);
     if (!pg)
-        return open_failed(NULL, pool, err, errlen, "out of memory");
+        return open_failed(NULL, pool, reason, len, "out of memory");
     if (PQstatus(pg) == CONNECTION_BAD)
-        return open_failed(pg, pool, err, errlen, NULL);
+        return open_failed(pg, pool, reason, len, NULL);
 
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK) {
         if (st == PGRES_POLLING_FAILED)
-            return open_failed(pg, pool, err, errlen, NULL);
+            return open_failed(pg, pool, reason, len, NULL);
         int r = wait_socket(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline,
                             &pool->stopping);
         if (r == 0) {
@@ -84,19 +81,19 @@ PGconn *conn_open(pool_t *pool, char *err, size_t errlen)
             snprintf(why, sizeof why, atomic_load(&pool->stopping) ? "pool is closing"
                                                                    : "timeout expired after %d ms",
                      pool->cfg.connect_timeout_ms);
-            return open_failed(pg, pool, err, errlen, why);
+            return open_failed(pg, pool, reason, len, why);
         }
         if (r < 0)
-            return open_failed(pg, pool, err, errlen, "socket error while connecting");
+            return open_failed(pg, pool, reason, len, "socket error while connecting");
         st = PQconnectPoll(pg);
     }
 
     PQsetNoticeProcessor(pg, notice_to_log, pool);
     if (pool->cfg.on_connect) {
         if (pool->cfg.on_connect(pg, pool->cfg.arg) != 0)
-            return open_failed(pg, pool, err, errlen, "on_connect rejected the connection");
+            return open_failed(pg, pool, reason, len, "on_connect rejected the connection");
         if (conn_check_nowait(pg, false) != CONN_ALIVE)
-            return open_failed(pg, pool, err, errlen,
+            return open_failed(pg, pool, reason, len,
                                "on_connect left the connection broken, busy or inside a transaction");
     }
     return pg;

@@ -275,6 +275,7 @@ static void pool_free(pool_t *pool)
     pthread_condattr_destroy(&pool->cond_attr);
     pthread_mutex_destroy(&pool->lock);
     conn_map_free(&pool->map);
+    hosts_free(&pool->hosts);
     for (pool_conn_t *c = pool->all_slots, *next; c; c = next) {
         next = c->all_next;
         free(c);
@@ -386,7 +387,7 @@ pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, un
 static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
 {
     int64_t started = clock_now_us();
-    PGconn *pg = conn_open(pool, err, errlen);
+    PGconn *pg = hosts_connect(pool, err, errlen);
     if (!pg)
         return POOL_ECONNECT;
     pool_conn_t *spare = malloc(sizeof *spare);
@@ -443,11 +444,23 @@ pool_t *pool_create(const pool_config_t *cfg, char *errbuf, size_t errlen)
         return NULL;
     }
     pool_t *pool = pool_alloc(&set.cfg);
+    bool random_hosts = set.load_balance_random;
     settings_free(&set);
     if (!pool) {
         fail_create(errbuf, errlen, POOL_ENOMEM, "out of memory");
         return NULL;
     }
+    rc = (pool_err_t)hosts_init(&pool->hosts, pool->conninfo, random_hosts, msg, sizeof msg);
+    if (rc != POOL_OK) {
+        pool_destroy(pool);
+        fail_create(errbuf, errlen, rc, msg);
+        return NULL;
+    }
+    if (pool->hosts.n > 1 && strcmp(pool->hosts.target, "any") == 0)
+        pool_log(pool, POOL_LOG_WARN,
+                 "%d hosts and target_session_attrs \"any\": after a failover connections may "
+                 "go to a standby (set target_session_attrs=read-write or primary)",
+                 pool->hosts.n);
     cfg = &pool->cfg;
     for (int i = 0; i < cfg->min_size; i++) {
         rc = open_one(pool, msg, sizeof msg);
@@ -568,11 +581,12 @@ static void wait_in_line_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline
     while (!w->conn && w->err == POOL_OK && !pool->closed) {
         pool_unlock(pool);
         /* Woken without the lock: whoever wakes us set w first, under it. */
-        while (!atomic_load_explicit(&w->woken, memory_order_acquire) &&
+        while (atomic_load_explicit(&w->woken, memory_order_acquire) != WAKE_WOKEN &&
                clock_now_us() < deadline_us)
             wake_wait(&w->woken, deadline_us);
         pthread_mutex_lock(&pool->lock);
-        if (!atomic_load_explicit(&w->woken, memory_order_relaxed) && clock_now_us() >= deadline_us)
+        if (atomic_load_explicit(&w->woken, memory_order_relaxed) != WAKE_WOKEN &&
+            clock_now_us() >= deadline_us)
             break;
     }
     waitq_remove(&pool->waiters, w);
@@ -632,7 +646,7 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
         }
         w->conn = NULL;
         w->err = POOL_OK;
-        atomic_store_explicit(&w->woken, 0, memory_order_relaxed);
+        atomic_store_explicit(&w->woken, WAKE_WAITING, memory_order_relaxed);
         if (*at_front)
             waitq_push_front(&pool->waiters, w);
         else

@@ -94,9 +94,9 @@ typedef struct pool_conn {
 
 /* A caller blocked in pool_getconn; lives on that caller's stack. */
 typedef struct pool_waiter {
-    _Atomic uint32_t woken;          /* 1 once handed a connection, failed or told the pool
-                                        closed (written under pool->lock, read without it);
-                                        the waiter sleeps on it (wake.c) */
+    _Atomic uint32_t woken;          /* WAKE_WOKEN once handed a connection, failed or told
+                                        the pool closed (set under pool->lock, read without
+                                        it); the waiter sleeps on it (wake.c) */
     pool_conn_t *conn;               /* handed-over connection; guarded by pool->lock */
     pool_err_t err;                  /* set when woken to fail; guarded by pool->lock */
     struct pool_waiter *prev, *next; /* queue links; guarded by pool->lock */
@@ -108,6 +108,17 @@ typedef struct conn_map {
     pool_conn_t **slots;             /* NULL = empty */
     size_t mask;                     /* capacity - 1; capacity is a power of two */
 } conn_map_t;
+
+/* The conninfo's hosts, split as libpq pairs host, hostaddr and port
+   (hosts.c); immutable after create. */
+typedef struct pool_hosts {
+    int n;                           /* hosts (1 when the conninfo names none) */
+    char **host, **hostaddr, **port; /* n each; "" = libpq's default */
+    char *target;                    /* target_session_attrs, "any" when not given */
+    bool random;                     /* load_balance_hosts=random */
+    char **keywords, **values;       /* every other option libpq parsed, nparams each */
+    int nparams;
+} pool_hosts_t;
 
 typedef struct pool_waitq {
     pool_waiter_t *head, *tail;
@@ -122,6 +133,7 @@ struct pool {
     char *conninfo;                  /* owned copy; immutable */
     char *reset_query;               /* owned copy or NULL; immutable */
     char *password;                  /* from conninfo, to scrub messages; immutable */
+    pool_hosts_t hosts;              /* immutable after create */
 
     pthread_mutex_t lock;            /* guards everything below */
     pthread_cond_t work_cond;        /* connect workers wait here for demand */
@@ -189,7 +201,8 @@ void pool_log(const pool_t *pool, int level, const char *fmt, ...)
 void pool_copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg);
 char *pool_password_of(const char *conninfo);
 
-/* wake.c: parking and waking waiters */
+/* wake.c: parking and waking waiters, on a word that holds one of these */
+enum { WAKE_WAITING = 0, WAKE_ASLEEP = 2, WAKE_WOKEN = 1 };
 void wake_wait(_Atomic uint32_t *word, int64_t deadline_us);
 void wake_now(_Atomic uint32_t *word);          /* with pool->lock held */
 void wake_after_unlock(_Atomic uint32_t *word); /* with pool->lock held: kicked by pool_unlock */
@@ -208,13 +221,15 @@ typedef struct pool_settings {
     char *conninfo;      /* the conninfo without the pool_* keys, for libpq; owned */
     char *reset_query;   /* from pool_reset_query; owned; NULL when not given or empty */
     int applied;         /* how many pool_* keys were found */
+    bool load_balance_random; /* load_balance_hosts=random (taken out: libpq 15 rejects it) */
 } pool_settings_t;
 int settings_from_conninfo(const pool_config_t *cfg, pool_settings_t *out, char *errbuf,
                            size_t errlen);
 void settings_free(pool_settings_t *s);
 
 /* conn.c: opening, validating and resetting one connection, all outside the lock */
-PGconn *conn_open(pool_t *pool, char *err, size_t errlen);
+PGconn *conn_open_params(pool_t *pool, const char *const *keywords, const char *const *values,
+                         char *reason, size_t len);
 typedef enum conn_health {
     CONN_DEAD,        /* closed, broken, busy or inside a transaction */
     CONN_ALIVE,       /* nothing suggests otherwise */
@@ -225,6 +240,11 @@ bool conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us);
 void conn_close(PGconn *pg);
 void conn_close_and_wait(PGconn *pg, int64_t deadline_us);
 void conn_drop_silently(PGconn *pg);
+
+/* hosts.c: one attempt per host of the conninfo, bounded each */
+int hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *err, size_t errlen);
+void hosts_free(pool_hosts_t *h);
+PGconn *hosts_connect(pool_t *pool, char *err, size_t errlen);
 
 /* conn_map.c */
 int conn_map_init(conn_map_t *map, size_t max_entries);

@@ -43,9 +43,12 @@ static const setting_t settings[] = {
 };
 #undef FIELD
 
+/* Ours to take out: the pool_* keys, and load_balance_hosts, which pgpool
+   does itself (hosts.c) and libpq 15 would reject. */
 static bool is_pool_key(const char *key, size_t len)
 {
-    return len >= 5 && memcmp(key, "pool_", 5) == 0;
+    return (len >= 5 && memcmp(key, "pool_", 5) == 0) ||
+           (len == 18 && memcmp(key, "load_balance_hosts", 18) == 0);
 }
 
 /* A whole number, then for durations an optional unit.  Returns false with
@@ -122,6 +125,15 @@ static bool parse_bool(const char *val, int *out)
 static bool apply_setting(pool_settings_t *out, const char *key, const char *val, char *err,
                           size_t errlen)
 {
+    if (strcmp(key, "load_balance_hosts") == 0) {
+        if (strcmp(val, "random") != 0 && strcmp(val, "disable") != 0) {
+            snprintf(err, errlen, "invalid load_balance_hosts in the conninfo: \"%.40s\" is not "
+                     "one of disable, random", val);
+            return false;
+        }
+        out->load_balance_random = strcmp(val, "random") == 0;
+        return true;
+    }
     const setting_t *s = NULL;
     for (size_t i = 0; i < sizeof settings / sizeof settings[0] && !s; i++)
         if (strcmp(key, settings[i].key) == 0)

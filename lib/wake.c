@@ -4,11 +4,16 @@
  * A waiter sleeps on a word in its own pool_waiter_t (a futex), not on a
  * condition variable, so that the thread handing it a connection can wake
  * it after releasing the pool's lock: a waiter woken while its waker still
- * holds the lock would run straight into that lock and sleep again.  Waking
- * late is safe even if the waiter has already left (it timed out and found
- * the connection under the lock): a private futex wake touches no memory and
- * at worst wakes a later waiter at the same stack address, which re-checks
- * its word and sleeps again.  Linux only, like the rest of the project.
+ * holds the lock would run straight into that lock and sleep again.
+ *
+ * The word says WAKE_WAITING, WAKE_ASLEEP (the waiter is in, or entering,
+ * FUTEX_WAIT) or WAKE_WOKEN.  The waker swaps in WOKEN and makes the wake
+ * syscall only if the waiter was asleep: a waiter handed a connection before
+ * it got to sleep just sees WOKEN and goes on.  A late wake to a waiter that
+ * has left meanwhile (it timed out just as it was served, and found the
+ * connection under the lock) is harmless: a private FUTEX_WAKE reads no
+ * memory, and whoever sleeps at that address re-checks its word.  Linux only,
+ * like the rest of the project.
  */
 #include "pool_internal.h"
 
@@ -26,12 +31,17 @@ static _Thread_local int npending;
 
 void wake_wait(_Atomic uint32_t *word, int64_t deadline_us)
 {
+    uint32_t waiting = WAKE_WAITING;
+    if (!atomic_compare_exchange_strong(word, &waiting, WAKE_ASLEEP))
+        return; /* woken already */
     struct timespec ts = clock_abs_timespec(deadline_us);
     /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline.  Returns
-       on a wake, the deadline, a signal or a word already nonzero; the caller
-       re-checks in every case. */
-    syscall(SYS_futex, word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, 0,
+       on a wake, the deadline, a signal or a word no longer ASLEEP; the
+       caller re-checks in every case. */
+    syscall(SYS_futex, word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, WAKE_ASLEEP,
             deadline_us == INT64_MAX ? NULL : &ts, NULL, FUTEX_BITSET_MATCH_ANY);
+    uint32_t asleep = WAKE_ASLEEP;
+    atomic_compare_exchange_strong(word, &asleep, WAKE_WAITING); /* unless woken */
 }
 
 static void kick(_Atomic uint32_t *word)
@@ -41,13 +51,14 @@ static void kick(_Atomic uint32_t *word)
 
 void wake_now(_Atomic uint32_t *word)
 {
-    atomic_store_explicit(word, 1, memory_order_release);
-    kick(word);
+    if (atomic_exchange(word, WAKE_WOKEN) == WAKE_ASLEEP)
+        kick(word);
 }
 
 void wake_after_unlock(_Atomic uint32_t *word)
 {
-    atomic_store_explicit(word, 1, memory_order_release);
+    if (atomic_exchange(word, WAKE_WOKEN) != WAKE_ASLEEP)
+        return; /* it will see WOKEN before it sleeps */
     if (npending < MAX_PENDING)
         pending[npending++] = word;
     else

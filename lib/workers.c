@@ -44,7 +44,7 @@ static void connect_once_locked(pool_t *pool)
     pool_unlock(pool);
 
     int64_t started = clock_now_us();
-    PGconn *pg = conn_open(pool, err, sizeof err);
+    PGconn *pg = hosts_connect(pool, err, sizeof err);
     pool_conn_t *spare = pg ? malloc(sizeof *spare) : NULL;
     if (pg && !spare) {
         conn_close(pg);

@@ -1,0 +1,259 @@
+/*
+ * hosts.c - the conninfo's host list: one connection attempt per host.
+ *
+ * libpq tries a multi-host conninfo itself, but a pool driving
+ * PQconnectPoll cannot bound each host's attempt (libpq's non-blocking
+ * connect ignores connect_timeout), so a silent first host would eat the
+ * whole deadline.  So pgpool splits the list (host, hostaddr and port, as
+ * libpq pairs them) and makes one attempt per host, each bounded by
+ * connect_timeout_ms, with libpq checking target_session_attrs on that one
+ * host.  prefer-standby takes two passes (standbys, then anyone), and
+ * load_balance_hosts=random (which libpq 15 does not know; settings.c takes
+ * it out of the conninfo) shuffles the order of every round.
+ */
+#include "pool_internal.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* The parts of a comma-separated list, as libpq splits host lists (no
+   quoting inside).  An empty or missing list is one empty entry (libpq's
+   default for it). */
+static int split_list(const char *list, char ***out)
+{
+    int n = 1;
+    for (const char *p = list ? list : ""; *p; p++)
+        n += *p == ',';
+    char **v = calloc((size_t)n, sizeof *v);
+    if (!v)
+        return -1;
+    const char *p = list ? list : "";
+    for (int i = 0; i < n; i++) {
+        size_t len = strcspn(p, ",");
+        v[i] = strndup(p, len);
+        if (!v[i]) {
+            while (i-- > 0)
+                free(v[i]);
+            free(v);
+            return -1;
+        }
+        p += len + (p[len] == ',');
+    }
+    *out = v;
+    return n;
+}
+
+static void free_list(char **v, int n)
+{
+    for (int i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void hosts_free(pool_hosts_t *h)
+{
+    for (int i = 0; i < h->nparams; i++) {
+        free(h->keywords[i]);
+        free(h->values[i]);
+    }
+    free(h->keywords);
+    free(h->values);
+    free_list(h->host, h->n);
+    free_list(h->hostaddr, h->n);
+    free_list(h->port, h->n);
+    free(h->target);
+    memset(h, 0, sizeof *h);
+}
+
+/* A list of n entries (one entry of an empty list or of one value applies to
+   every host), or an error in err. */
+static bool list_for_hosts(const char *what, const char *list, int n, char ***out, char *err,
+                           size_t errlen)
+{
+    char **v;
+    int m = split_list(list, &v);
+    if (m < 0) {
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
+    if (m == n) {
+        *out = v;
+        return true;
+    }
+    if (m != 1) {
+        free_list(v, m);
+        snprintf(err, errlen, "could not match %d %s to %d hosts in the conninfo", m, what, n);
+        return false;
+    }
+    char **all = calloc((size_t)n, sizeof *all);
+    for (int i = 0; all && i < n; i++)
+        if (!(all[i] = strdup(v[0]))) {
+            free_list(all, i);
+            all = NULL;
+        }
+    free_list(v, m);
+    if (!all) {
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
+    *out = all;
+    return true;
+}
+
+/* Every option libpq parsed out of conninfo with a value, but the ones set
+   per attempt (host, hostaddr, port, target_session_attrs), as keyword/value
+   arrays with a slot left for each of those four and the terminator. */
+static bool copy_params(pool_hosts_t *h, PQconninfoOption *opts, char *err, size_t errlen)
+{
+    int n = 0;
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        n++;
+    h->keywords = calloc((size_t)n + 5, sizeof *h->keywords);
+    h->values = calloc((size_t)n + 5, sizeof *h->values);
+    if (!h->keywords || !h->values)
+        goto oom;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
+            strcmp(o->keyword, "port") == 0 || strcmp(o->keyword, "target_session_attrs") == 0)
+            continue;
+        h->keywords[h->nparams] = strdup(o->keyword);
+        h->values[h->nparams] = strdup(o->val);
+        h->nparams++;
+        if (!h->keywords[h->nparams - 1] || !h->values[h->nparams - 1])
+            goto oom;
+    }
+    return true;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return false;
+}
+
+static const char *option(PQconninfoOption *opts, const char *keyword)
+{
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, keyword) == 0)
+            return o->val && *o->val ? o->val : NULL;
+    return NULL;
+}
+
+int hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *err, size_t errlen)
+{
+    memset(h, 0, sizeof *h);
+    err[0] = '\0';
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+    if (!opts) {
+        snprintf(err, errlen, "invalid conninfo: %s", perr ? perr : "out of memory");
+        PQfreemem(perr);
+        return POOL_EINVAL;
+    }
+    const char *host = option(opts, "host"), *hostaddr = option(opts, "hostaddr");
+    const char *target = option(opts, "target_session_attrs");
+    int nh = 1, na = 1;
+    for (const char *p = host ? host : ""; *p; p++)
+        nh += *p == ',';
+    for (const char *p = hostaddr ? hostaddr : ""; *p; p++)
+        na += *p == ',';
+    h->n = nh > na ? nh : na;
+    h->random = random_order;
+    bool ok = copy_params(h, opts, err, errlen) &&
+              list_for_hosts("host names", host, h->n, &h->host, err, errlen) &&
+              list_for_hosts("host addresses", hostaddr, h->n, &h->hostaddr, err, errlen) &&
+              list_for_hosts("port numbers", option(opts, "port"), h->n, &h->port, err, errlen);
+    if (ok && !(h->target = strdup(target ? target : "any"))) {
+        snprintf(err, errlen, "out of memory");
+        ok = false;
+    }
+    PQconninfoFree(opts);
+    if (!ok) {
+        hosts_free(h);
+        return strcmp(err, "out of memory") == 0 ? POOL_ENOMEM : POOL_EINVAL;
+    }
+    return POOL_OK;
+}
+
+/* The target for pass `pass` (0 or 1), or NULL when there is no such pass. */
+static const char *pass_target(const pool_hosts_t *h, int pass)
+{
+    if (strcmp(h->target, "prefer-standby") == 0)
+        return pass == 0 ? "standby" : "any";
+    return pass == 0 ? h->target : NULL;
+}
+
+/* The order of this round: 0..n-1, shuffled for load_balance_hosts=random. */
+static void round_order(const pool_hosts_t *h, int *order)
+{
+    for (int i = 0; i < h->n; i++)
+        order[i] = i;
+    if (!h->random)
+        return;
+    static _Thread_local unsigned seed;
+    if (!seed)
+        seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)&seed;
+    for (int i = h->n - 1; i > 0; i--) {
+        int j = rand_r(&seed) % (i + 1);
+        int t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
+
+static const char *or_default(const char *s)
+{
+    return *s ? s : "default";
+}
+
+PGconn *hosts_connect(pool_t *pool, char *err, size_t errlen)
+{
+    const pool_hosts_t *h = &pool->hosts;
+    /* This attempt's keyword/value arrays: the shared options, then the four
+       set per host.  Two workers connect at once: nothing shared is written. */
+    int k = h->nparams;
+    const char **kw = malloc(((size_t)k + 5) * sizeof *kw);
+    const char **val = malloc(((size_t)k + 5) * sizeof *val);
+    int *order = malloc((size_t)h->n * sizeof *order);
+    if (!kw || !val || !order) {
+        free(kw);
+        free(val);
+        free(order);
+        snprintf(err, errlen, "could not open connection: out of memory");
+        return NULL;
+    }
+    memcpy(kw, h->keywords, (size_t)k * sizeof *kw);
+    memcpy(val, h->values, (size_t)k * sizeof *val);
+    kw[k] = "host", kw[k + 1] = "hostaddr", kw[k + 2] = "port", kw[k + 3] = "target_session_attrs";
+    kw[k + 4] = val[k + 4] = NULL;
+
+    char reason[POOL_MSG_LEN];
+    size_t used = 0;
+    PGconn *pg = NULL;
+    for (int pass = 0; !pg && pass_target(h, pass); pass++) {
+        round_order(h, order);
+        for (int i = 0; !pg && i < h->n; i++) {
+            int j = order[i];
+            val[k] = h->host[j], val[k + 1] = h->hostaddr[j], val[k + 2] = h->port[j];
+            val[k + 3] = pass_target(h, pass);
+            pg = conn_open_params(pool, kw, val, reason, sizeof reason);
+            if (pg)
+                break;
+            if (h->n == 1 && !pass_target(h, pass + 1)) {
+                snprintf(err, errlen, "could not open connection: %s", reason);
+                break;
+            }
+            /* Several attempts: say which host said what. */
+            int w = snprintf(err + used, errlen - used, "%shost \"%s\" port %s%s: %s",
+                             used ? "; " : "could not open connection: ",
+                             or_default(*h->host[j] ? h->host[j] : h->hostaddr[j]),
+                             or_default(h->port[j]), pass > 0 ? " (any role)" : "", reason);
+            if (w > 0)
+                used = used + (size_t)w < errlen ? used + (size_t)w : errlen - 1;
+        }
+    }
+    free(kw);
+    free(val);
+    free(order);
+    return pg;
+}

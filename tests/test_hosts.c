@@ -1,0 +1,219 @@
+/*
+ * test_hosts.c - a conninfo with several hosts: one attempt per host, each
+ * bounded by connect_timeout_ms (a silent first host costs one timeout, not
+ * the caller's whole deadline), an error that names every host and never the
+ * password, load_balance_hosts=random done by pgpool (libpq 15 rejects the
+ * keyword), and a warning for several hosts without target_session_attrs.
+ * The second host is the test server reached another way: its Unix socket,
+ * or 127.0.0.1 through the fault proxy.
+ */
+#include "harness.h"
+#include "fault_proxy.h"
+
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static fault_proxy_t *proxy;
+static char sock_dir[200];
+static char port[16];
+
+static int setup(void **state)
+{
+    const char *sock = getenv("PGPOOL_TEST_SOCKET"); /* DIR/.s.PGSQL.PORT */
+    if (!sock)
+        return 0;
+    char copy[256];
+    snprintf(copy, sizeof copy, "%s", sock);
+    snprintf(sock_dir, sizeof sock_dir, "%s", dirname(copy));
+    const char *dot = strrchr(sock, '.');
+    snprintf(port, sizeof port, "%s", dot ? dot + 1 : "5432");
+    proxy = proxy_start(sock);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    proxy_stop(proxy);
+    return 0;
+}
+
+static int flowing(void **state)
+{
+    if (proxy)
+        proxy_set_mode(proxy, PROXY_FORWARD);
+    return 0;
+}
+
+static pool_t *hosts_pool(const char *conninfo, int min, int connect_timeout_ms, test_log_t *log,
+                          char *err, size_t errlen)
+{
+    pool_config_t cfg;
+    pool_config_init(&cfg);
+    cfg.conninfo = conninfo;
+    cfg.min_size = min;
+    cfg.max_size = 20;
+    cfg.connect_timeout_ms = connect_timeout_ms;
+    cfg.acquire_timeout_ms = 10000;
+    cfg.on_log = log ? test_log_cb : NULL;
+    cfg.arg = log;
+    return pool_create(&cfg, err, errlen);
+}
+
+static void test_a_host_that_is_not_there_is_skipped_for_the_next(void **state)
+{
+    if (!proxy)
+        skip();
+    char conninfo[1024];
+    snprintf(conninfo, sizeof conninfo,
+             "host=/nonexistent-pgpool-dir,%s port=%s dbname=postgres user=postgres "
+             "target_session_attrs=read-write application_name=hosts_skip", sock_dir, port);
+    char err[512] = "";
+    pool_t *pool = hosts_pool(conninfo, 1, 2000, NULL, err, sizeof err);
+    if (!pool)
+        fail_msg("pool_create: %s", err);
+    PGconn *c = pool_getconn(pool);
+    assert_non_null(c);
+    assert_string_equal(PQhost(c), sock_dir);
+    assert_int_equal(test_query_int(c, "SELECT 1"), 1);
+    pool_putconn(pool, c);
+    pool_destroy(pool);
+}
+
+static void test_a_silent_host_costs_one_connect_timeout_not_the_deadline(void **state)
+{
+    if (!proxy)
+        skip();
+    proxy_set_mode(proxy, PROXY_SILENT); /* accepts, never answers */
+    char conninfo[1024];
+    snprintf(conninfo, sizeof conninfo,
+             "host=127.0.0.1,%s port=%d,%s dbname=postgres user=postgres "
+             "target_session_attrs=any application_name=hosts_silent",
+             sock_dir, proxy_port(proxy), port);
+    pool_t *pool = hosts_pool(conninfo, 0, 500, NULL, NULL, 0);
+    assert_non_null(pool);
+    int64_t t0 = test_now_ms();
+    PGconn *c = pool_getconn_timeout(pool, 8000);
+    int64_t elapsed = test_now_ms() - t0;
+    assert_non_null(c);
+    assert_string_equal(PQhost(c), sock_dir);
+    /* The first host's attempt gives up after connect_timeout_ms (500), the
+       second answers at once. */
+    assert_in_range(elapsed, 450, 1500);
+    pool_putconn(pool, c);
+    pool_destroy(pool);
+}
+
+static void test_every_host_failing_names_each_and_never_the_password(void **state)
+{
+    char err[512] = "";
+    pool_t *pool = hosts_pool("host=/nonexistent-pgpool-a,/nonexistent-pgpool-b port=5 "
+                              "dbname=postgres user=postgres password=sekrit123 "
+                              "target_session_attrs=read-write",
+                              1, 1000, NULL, err, sizeof err);
+    assert_null(pool);
+    assert_int_equal(pool_errcode(), POOL_ECONNECT);
+    assert_non_null(strstr(err, "could not open connection: "));
+    assert_non_null(strstr(err, "host \"/nonexistent-pgpool-a\" port 5: "));
+    assert_non_null(strstr(err, "; host \"/nonexistent-pgpool-b\" port 5: "));
+    assert_null(strstr(err, "sekrit123"));
+}
+
+/* Opens n connections at once and counts those on the Unix socket. */
+static int count_on_socket(pool_t *pool, int n)
+{
+    PGconn *held[20];
+    int on_socket = 0;
+    for (int i = 0; i < n; i++) {
+        held[i] = pool_getconn(pool);
+        assert_non_null(held[i]);
+        on_socket += strcmp(PQhost(held[i]), sock_dir) == 0;
+    }
+    for (int i = 0; i < n; i++)
+        pool_putconn(pool, held[i]);
+    return on_socket;
+}
+
+static void test_load_balance_hosts_random_spreads_new_connections(void **state)
+{
+    if (!proxy)
+        skip();
+    char conninfo[1024];
+    snprintf(conninfo, sizeof conninfo,
+             "postgresql:///postgres?host=%s,127.0.0.1&port=%s,%d&user=postgres"
+             "&target_session_attrs=any&application_name=hosts_random&load_balance_hosts=random",
+             sock_dir, port, proxy_port(proxy));
+    pool_t *pool = hosts_pool(conninfo, 0, 2000, NULL, NULL, 0);
+    assert_non_null(pool);
+    int on_socket = count_on_socket(pool, 20);
+    pool_destroy(pool);
+    /* 20 fair coin tosses: all on one side has odds of 2 in a million. */
+    assert_in_range(on_socket, 1, 19);
+
+    /* Without it, hosts are tried in order: every connection on the first. */
+    char *opt = strstr(conninfo, "&load_balance_hosts=random");
+    *opt = '\0';
+    pool = hosts_pool(conninfo, 0, 2000, NULL, NULL, 0);
+    assert_non_null(pool);
+    assert_int_equal(count_on_socket(pool, 20), 20);
+    pool_destroy(pool);
+}
+
+static void test_a_bad_load_balance_hosts_value_names_the_key(void **state)
+{
+    char err[512] = "";
+    assert_null(hosts_pool("host=/tmp dbname=postgres load_balance_hosts=sometimes", 0, 1000,
+                           NULL, err, sizeof err));
+    assert_int_equal(pool_errcode(), POOL_EINVAL);
+    assert_non_null(strstr(err, "load_balance_hosts"));
+    assert_non_null(strstr(err, "sometimes"));
+}
+
+static void test_ports_that_do_not_match_the_hosts_fail_create(void **state)
+{
+    char err[512] = "";
+    assert_null(hosts_pool("host=/a,/b,/c port=1,2 dbname=postgres", 0, 1000, NULL, err,
+                           sizeof err));
+    assert_int_equal(pool_errcode(), POOL_EINVAL);
+    assert_non_null(strstr(err, "could not match 2 port numbers to 3 hosts"));
+}
+
+static void test_several_hosts_without_target_session_attrs_warn(void **state)
+{
+    if (!proxy)
+        skip();
+    char conninfo[1024];
+    snprintf(conninfo, sizeof conninfo, "host=%s,%s port=%s dbname=postgres user=postgres",
+             sock_dir, sock_dir, port);
+    test_log_t log = {0};
+    pool_t *pool = hosts_pool(conninfo, 0, 1000, &log, NULL, 0);
+    assert_non_null(pool);
+    assert_true(test_log_contains(&log, "2 hosts and target_session_attrs \"any\""));
+    pool_destroy(pool);
+
+    /* One host, or a target named: no warning. */
+    test_log_t quiet = {0};
+    snprintf(conninfo, sizeof conninfo,
+             "host=%s,%s port=%s dbname=postgres user=postgres target_session_attrs=read-write",
+             sock_dir, sock_dir, port);
+    pool = hosts_pool(conninfo, 0, 1000, &quiet, NULL, 0);
+    assert_non_null(pool);
+    assert_false(test_log_contains(&quiet, "target_session_attrs"));
+    pool_destroy(pool);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_a_host_that_is_not_there_is_skipped_for_the_next, flowing),
+        cmocka_unit_test_setup(test_a_silent_host_costs_one_connect_timeout_not_the_deadline,
+                               flowing),
+        cmocka_unit_test(test_every_host_failing_names_each_and_never_the_password),
+        cmocka_unit_test_setup(test_load_balance_hosts_random_spreads_new_connections, flowing),
+        cmocka_unit_test(test_a_bad_load_balance_hosts_value_names_the_key),
+        cmocka_unit_test(test_ports_that_do_not_match_the_hosts_fail_create),
+        cmocka_unit_test_setup(test_several_hosts_without_target_session_attrs_warn, flowing),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
