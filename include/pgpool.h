@@ -192,8 +192,11 @@ POOL_EXTERN void pool_config_init(pool_config_t *cfg);
    number with ms, s, min or h; bare = ms), pool_pre_ping (0/1/on/off/true/false)
    and pool_reset_query (empty = none), as URI query parameters (percent-decoded)
    or keyword/value pairs; a later duplicate wins; libpq never sees them, and an
-   unknown pool_ key or a bad value fails with a message naming the key.  Blocks
-   for at most about min_size * connect_timeout_ms.  Returns NULL on failure, with a message in
+   unknown pool_ key or a bad value fails with a message naming the key.  With
+   several hosts each gets one attempt bounded by connect_timeout_ms, checked
+   against target_session_attrs; load_balance_hosts=random is done by pgpool.
+   Blocks for at most about min_size * hosts * connect_timeout_ms.  Returns
+   NULL on failure, with a message in
    errbuf (when errbuf is not NULL, truncated to errlen bytes including the NUL)
    naming the bad field or giving libpq's reason when the first connection
    cannot be opened; pool_errcode() says POOL_EINVAL, POOL_ECONNECT or
