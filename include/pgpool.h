@@ -155,6 +155,9 @@ typedef struct pool_stats {
     uint64_t closed_broken;    /* ... because they were found dead or unusable */
     uint64_t closed_idle;      /* ... by idle_timeout_ms */
     uint64_t closed_lifetime;  /* ... by max_lifetime_ms */
+    uint64_t closed_role;      /* ... because the server no longer matched the conninfo's
+                                  target_session_attrs (demoted, promoted or made
+                                  read-only), as it reported after a statement or a ping */
     uint64_t pings;            /* round-trip validations run */
     uint64_t rollbacks;        /* connections returned inside a transaction, rolled back */
     uint64_t leaks;            /* checkouts that passed leak_timeout_ms */

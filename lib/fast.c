@@ -153,7 +153,7 @@ static bool parkable(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now)
         return false;
     if (c->results_counted && c->results == c->results_verified)
         return true;
-    if (session_identity_changed(c))
+    if (session_identity_changed(c) || !hosts_role_ok(&pool->hosts, pg))
         return false;
     c->results_verified = c->results;
     return true;

@@ -139,6 +139,54 @@ static const char *option(PQconninfoOption *opts, const char *keyword)
     return NULL;
 }
 
+/* What target_session_attrs asks of a session once it is open.  libpq checks
+   it when connecting; the server may change its role later (a promoted
+   standby, a primary demoted or fenced with default_transaction_read_only),
+   and reports in_hot_standby and default_transaction_read_only (14 and later)
+   after the statement that follows, which hosts_role_ok reads without a round
+   trip.  prefer-standby accepts anything. */
+enum { ROLE_ANY, ROLE_READ_WRITE, ROLE_READ_ONLY, ROLE_PRIMARY, ROLE_STANDBY };
+
+static int role_of(const char *target)
+{
+    static const struct { const char *name; int role; } roles[] = {
+        {"read-write", ROLE_READ_WRITE}, {"read-only", ROLE_READ_ONLY},
+        {"primary", ROLE_PRIMARY}, {"standby", ROLE_STANDBY},
+    };
+    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
+        if (strcmp(target, roles[i].name) == 0)
+            return roles[i].role;
+    return ROLE_ANY;
+}
+
+static bool reported_on(PGconn *pg, const char *param, bool *known)
+{
+    const char *v = PQparameterStatus(pg, param);
+    *known = v != NULL;
+    return v && strcmp(v, "on") == 0;
+}
+
+bool hosts_role_ok(const pool_hosts_t *h, PGconn *pg)
+{
+    if (h->role == ROLE_ANY)
+        return true;
+    bool hs_known, ro_known;
+    bool standby = reported_on(pg, "in_hot_standby", &hs_known);
+    bool read_only = standby || reported_on(pg, "default_transaction_read_only", &ro_known);
+    if (!hs_known) /* a server before 14 reports neither: libpq checked at connect */
+        return true;
+    switch (h->role) {
+    case ROLE_READ_WRITE:
+        return !read_only;
+    case ROLE_READ_ONLY:
+        return read_only;
+    case ROLE_PRIMARY:
+        return !standby;
+    default:
+        return standby;
+    }
+}
+
 int hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *err, size_t errlen)
 {
     memset(h, 0, sizeof *h);
@@ -167,6 +215,8 @@ int hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *e
         snprintf(err, errlen, "out of memory");
         ok = false;
     }
+    if (ok)
+        h->role = role_of(h->target);
     PQconninfoFree(opts);
     if (!ok) {
         hosts_free(h);

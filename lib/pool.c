@@ -784,7 +784,11 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         bool alive = health != CONN_DEAD, accepted = alive;
         if (alive && ping)
             alive = accepted = conn_exec_bounded(c->pg, "", ping_deadline(pool, now, deadline));
-        if (alive && pool->cfg.on_checkout)
+        /* The round trip brought what the server reports since: a server
+           demoted or fenced shows it here. */
+        bool role_ok = !(alive && ping) || hosts_role_ok(&pool->hosts, c->pg);
+        accepted = accepted && role_ok;
+        if (accepted && pool->cfg.on_checkout)
             accepted = pool->cfg.on_checkout(c->pg, pool->cfg.arg) == 0;
         if (io) {
             pthread_mutex_lock(&pool->lock);
@@ -792,6 +796,8 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         }
         if (ping)
             pool->stats.pings++;
+        if (!role_ok)
+            pool->stats.closed_role++;
         /* Evicted while it was being validated: not handed out after all. */
         if (accepted && c->epoch == pool->epoch)
             break;
@@ -935,6 +941,9 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
                 to_close = pool_detach_locked(pool, c);
                 pool->stats.closed_broken++;
                 broken = true;
+            } else if (may_have_changed && !hosts_role_ok(&pool->hosts, pg)) {
+                to_close = pool_detach_locked(pool, c);
+                pool->stats.closed_role++;
             } else if (past_lifetime(pool, c, now)) {
                 to_close = pool_detach_locked(pool, c);
                 pool->stats.closed_lifetime++;

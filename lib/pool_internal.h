@@ -115,6 +115,7 @@ typedef struct pool_hosts {
     int n;                           /* hosts (1 when the conninfo names none) */
     char **host, **hostaddr, **port; /* n each; "" = libpq's default */
     char *target;                    /* target_session_attrs, "any" when not given */
+    int role;                        /* what target asks of an open session (hosts.c) */
     bool random;                     /* load_balance_hosts=random */
     char **keywords, **values;       /* every other option libpq parsed, nparams each */
     int nparams;
@@ -245,6 +246,7 @@ void conn_drop_silently(PGconn *pg);
 int hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *err, size_t errlen);
 void hosts_free(pool_hosts_t *h);
 PGconn *hosts_connect(pool_t *pool, char *err, size_t errlen);
+bool hosts_role_ok(const pool_hosts_t *h, PGconn *pg);
 
 /* conn_map.c */
 int conn_map_init(conn_map_t *map, size_t max_entries);

@@ -4,6 +4,9 @@
  * the caller's whole deadline), an error that names every host and never the
  * password, load_balance_hosts=random done by pgpool (libpq 15 rejects the
  * keyword), and a warning for several hosts without target_session_attrs.
+ * And the role a server plays: a session or a server (fenced with
+ * default_transaction_read_only) that no longer matches target_session_attrs
+ * is closed when the pool next hears of it, never handed out.
  * The second host is the test server reached another way: its Unix socket,
  * or 127.0.0.1 through the fault proxy.
  */
@@ -203,6 +206,113 @@ static void test_several_hosts_without_target_session_attrs_warn(void **state)
     pool_destroy(pool);
 }
 
+/* Runs sql on a connection of its own; true when it succeeds. */
+static bool admin_exec(const char *sql)
+{
+    PGconn *c = PQconnectdb(getenv("PGPOOL_TEST_DSN"));
+    bool ok = PQstatus(c) == CONNECTION_OK && test_exec_ok(c, sql);
+    PQfinish(c);
+    return ok;
+}
+
+/* default_transaction_read_only on the whole server, as an operator fences a
+   demoted primary; returns once new sessions see it (the postmaster has
+   signalled every backend by then). */
+static void fence(bool on)
+{
+    assert_true(admin_exec(on ? "ALTER SYSTEM SET default_transaction_read_only = on"
+                              : "ALTER SYSTEM RESET default_transaction_read_only"));
+    assert_true(admin_exec("SELECT pg_reload_conf()"));
+    const char *want = on ? "SELECT (current_setting('default_transaction_read_only') = 'on')::int"
+                          : "SELECT (current_setting('default_transaction_read_only') = 'off')::int";
+    int64_t deadline = test_now_ms() + 10000;
+    while (test_admin_int(want) != 1) {
+        assert_true(test_now_ms() < deadline);
+        test_sleep_ms(20);
+    }
+}
+
+static int unfence(void **state)
+{
+    if (proxy)
+        fence(false);
+    return 0;
+}
+
+static void test_a_session_made_read_only_is_not_reused_under_read_write(void **state)
+{
+    if (!proxy)
+        skip();
+    const char *targets[] = {"read-write", "any"};
+    for (int t = 0; t < 2; t++) {
+        char conninfo[1024];
+        snprintf(conninfo, sizeof conninfo,
+                 "host=%s port=%s dbname=postgres user=postgres target_session_attrs=%s "
+                 "application_name=hosts_ro", sock_dir, port, targets[t]);
+        pool_t *pool = hosts_pool(conninfo, 1, 2000, NULL, NULL, 0);
+        assert_non_null(pool);
+        PGconn *c = pool_getconn(pool);
+        assert_non_null(c);
+        int pid = test_backend_pid(c);
+        assert_true(test_exec_ok(c, "SET default_transaction_read_only = on"));
+        assert_int_equal(pool_putconn(pool, c), POOL_OK);
+        pool_stats_t st;
+        assert_pool_stats(pool, &st);
+        c = pool_getconn(pool);
+        assert_non_null(c);
+        if (t == 0) {
+            /* The server reported the change with the SET's result: closed
+               at return, and the next borrower gets a read-write session. */
+            assert_int_equal(st.closed_role, 1);
+            assert_int_not_equal(test_backend_pid(c), pid);
+            assert_int_equal(test_query_int(c, "SELECT (current_setting("
+                                               "'default_transaction_read_only') = 'off')::int"),
+                             1);
+        } else {
+            assert_int_equal(st.closed_role, 0); /* no target: the session is the borrower's */
+            assert_int_equal(test_backend_pid(c), pid);
+        }
+        pool_putconn(pool, c);
+        pool_destroy(pool);
+    }
+}
+
+static void test_a_fenced_server_is_left_after_the_next_ping(void **state)
+{
+    if (!proxy)
+        skip();
+    char conninfo[1024];
+    snprintf(conninfo, sizeof conninfo,
+             "host=%s port=%s dbname=postgres user=postgres target_session_attrs=read-write "
+             "application_name=hosts_fence pool_ping_idle=0", sock_dir, port);
+    pool_t *pool = hosts_pool(conninfo, 2, 2000, NULL, NULL, 0);
+    assert_non_null(pool);
+    fence(true);
+    /* Both idle connections are pinged, hear that the server went read-only
+       and are closed; new ones are refused by libpq's own check, and with
+       nothing checked out the caller fails at once, saying why. */
+    int64_t t0 = test_now_ms();
+    PGconn *c = pool_getconn_timeout(pool, 8000);
+    int64_t elapsed = test_now_ms() - t0;
+    if (c)
+        fail_msg("a connection to the fenced server was handed out");
+    assert_int_equal(pool_errcode(), POOL_ECONNECT);
+    assert_non_null(strstr(pool_errmsg(), "read-only"));
+    assert_true(elapsed < 4000);
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.closed_role, 2);
+    assert_int_equal(st.total, 0);
+
+    fence(false);
+    c = pool_getconn_timeout(pool, 8000); /* within a backoff (at most 1 s) */
+    assert_non_null(c);
+    assert_int_equal(test_query_int(c, "SELECT (current_setting("
+                                       "'default_transaction_read_only') = 'off')::int"), 1);
+    pool_putconn(pool, c);
+    pool_destroy(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +324,8 @@ int main(void)
         cmocka_unit_test(test_a_bad_load_balance_hosts_value_names_the_key),
         cmocka_unit_test(test_ports_that_do_not_match_the_hosts_fail_create),
         cmocka_unit_test_setup(test_several_hosts_without_target_session_attrs_warn, flowing),
+        cmocka_unit_test(test_a_session_made_read_only_is_not_reused_under_read_write),
+        cmocka_unit_test_teardown(test_a_fenced_server_is_left_after_the_next_ping, unfence),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
