@@ -146,7 +146,7 @@ static void record_hold(conn_shard_t *sh, uint64_t us)
    The caller holds it (RETURNING). */
 static bool parkable(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now)
 {
-    if (conn_inherited(pool, c) ||
+    if (conn_inherited(pool, c) || c->doom != DOOM_NONE ||
         c->epoch != atomic_load_explicit(&pool->epoch, memory_order_relaxed) ||
         !conn_returnable(pg) || PQtransactionStatus(pg) != PQTRANS_IDLE ||
         past_lifetime(pool, c, now))

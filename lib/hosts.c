@@ -166,6 +166,11 @@ static bool reported_on(PGconn *pg, const char *param, bool *known)
     return v && strcmp(v, "on") == 0;
 }
 
+bool hosts_expect_writes(const pool_hosts_t *h)
+{
+    return h->role == ROLE_READ_WRITE || h->role == ROLE_PRIMARY;
+}
+
 bool hosts_role_ok(const pool_hosts_t *h, PGconn *pg)
 {
     if (h->role == ROLE_ANY)

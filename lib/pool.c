@@ -347,12 +347,38 @@ bool session_identity_changed(const pool_conn_t *c)
     return !user || !super || strcmp(user, c->session_user) != 0 || super[1] != c->superuser;
 }
 
+/* What an error's SQLSTATE says of the connection: the session or server is
+   going away (class 08, 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
+   cannot_connect_now), or - where writes are expected - the server turned
+   read-only (25006, e.g. behind PgBouncer or on a server that does not
+   report default_transaction_read_only). */
+static unsigned char doom_of(const char *sqlstate, bool writes_expected)
+{
+    if (!sqlstate)
+        return DOOM_NONE;
+    if (strncmp(sqlstate, "08", 2) == 0 || strcmp(sqlstate, "57P01") == 0 ||
+        strcmp(sqlstate, "57P02") == 0 || strcmp(sqlstate, "57P03") == 0)
+        return DOOM_SERVER;
+    if (writes_expected && strcmp(sqlstate, "25006") == 0)
+        return DOOM_READ_ONLY;
+    return DOOM_NONE;
+}
+
 /* libpq calls this for events on a pooled connection, in the thread using
-   it; it counts results (see pool_conn_t.results). */
+   it: it counts results (see pool_conn_t.results) and reads the SQLSTATE of
+   every failed one, the application's included. */
 static int conn_events(PGEventId id, void *info, void *pass_through)
 {
-    if (id == PGEVT_RESULTCREATE)
-        ((pool_conn_t *)pass_through)->results++;
+    if (id != PGEVT_RESULTCREATE)
+        return 1;
+    pool_conn_t *c = pass_through;
+    c->results++;
+    const PGresult *res = ((PGEventResultCreate *)info)->result;
+    if (PQresultStatus(res) == PGRES_FATAL_ERROR) {
+        unsigned char doom = doom_of(PQresultErrorField(res, PG_DIAG_SQLSTATE), c->writes_expected);
+        if (doom != DOOM_NONE)
+            c->doom = doom;
+    }
     return 1;
 }
 
@@ -366,6 +392,8 @@ pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, un
     c->checkout_us = 0;
     c->leak_reported = false;
     c->results = c->results_verified = 0;
+    c->doom = DOOM_NONE;
+    c->writes_expected = hosts_expect_writes(&pool->hosts);
     c->pg = pg;
     c->epoch = epoch;
     record_identity(c);
@@ -922,6 +950,13 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
         to_close = pool_detach_locked(pool, c);
     } else if (pool->cfg.on_checkin && !checkin_hook_accepts(pool, c)) {
         to_close = pool_detach_locked(pool, c);
+    } else if (c->doom != DOOM_NONE) {
+        broken = c->doom == DOOM_SERVER;
+        to_close = pool_detach_locked(pool, c);
+        if (broken)
+            pool->stats.closed_broken++;
+        else
+            pool->stats.closed_role++;
     } else if (!conn_returnable(pg)) {
         to_close = pool_detach_locked(pool, c);
         pool->stats.closed_broken++;

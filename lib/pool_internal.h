@@ -85,12 +85,24 @@ typedef struct pool_conn {
     unsigned long results;           /* written by the connection's user; read at return */
     unsigned long results_verified;  /* written by the returning thread, which holds it */
     bool results_counted;            /* the event proc is registered; immutable */
+    bool writes_expected;            /* target_session_attrs is read-write or primary;
+                                        immutable */
+    unsigned char doom;              /* DOOM_*: what an application result's SQLSTATE said
+                                        (the event proc, in the user's thread); read by the
+                                        returning thread, which holds it */
     unsigned fork_gen;               /* fork generation it was opened in: another one means it
                                         was inherited across fork() and must be dropped silently */
     unsigned epoch;                  /* pool->epoch when its opening began; immutable.  An
                                         older one was evicted: never handed out again */
     conn_shard_t shard;              /* kept across the slot's connections */
 } pool_conn_t;
+
+/* Why a connection must not be reused, from an error the server sent. */
+enum {
+    DOOM_NONE,
+    DOOM_SERVER,    /* class 08 or 57P01-57P03: the session or the server is going away */
+    DOOM_READ_ONLY, /* 25006 where writes are expected: the server became read-only */
+};
 
 /* A caller blocked in pool_getconn; lives on that caller's stack. */
 typedef struct pool_waiter {
@@ -247,6 +259,7 @@ int hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *e
 void hosts_free(pool_hosts_t *h);
 PGconn *hosts_connect(pool_t *pool, char *err, size_t errlen);
 bool hosts_role_ok(const pool_hosts_t *h, PGconn *pg);
+bool hosts_expect_writes(const pool_hosts_t *h);
 
 /* conn_map.c */
 int conn_map_init(conn_map_t *map, size_t max_entries);

@@ -6,7 +6,8 @@
  * keyword), and a warning for several hosts without target_session_attrs.
  * And the role a server plays: a session or a server (fenced with
  * default_transaction_read_only) that no longer matches target_session_attrs
- * is closed when the pool next hears of it, never handed out.
+ * is closed when the pool next hears of it, never handed out; so is one on
+ * which a write was refused as read-only (25006) where writes are expected.
  * The second host is the test server reached another way: its Unix socket,
  * or 127.0.0.1 through the fault proxy.
  */
@@ -277,6 +278,45 @@ static void test_a_session_made_read_only_is_not_reused_under_read_write(void **
     }
 }
 
+static void test_a_write_refused_as_read_only_retires_the_connection(void **state)
+{
+    if (!proxy)
+        skip();
+    /* 25006 (read_only_sql_transaction) seen by the application's own
+       statement: where writes are expected the server may have been made
+       read-only without saying so (PgBouncer in between, an old server), so
+       the connection is closed at return, not handed to the next writer. */
+    const char *targets[] = {"read-write", "any"};
+    for (int t = 0; t < 2; t++) {
+        char conninfo[1024];
+        snprintf(conninfo, sizeof conninfo,
+                 "host=%s port=%s dbname=postgres user=postgres target_session_attrs=%s "
+                 "application_name=hosts_25006", sock_dir, port, targets[t]);
+        pool_t *pool = hosts_pool(conninfo, 1, 2000, NULL, NULL, 0);
+        assert_non_null(pool);
+        PGconn *c = pool_getconn(pool);
+        assert_non_null(c);
+        int pid = test_backend_pid(c);
+        assert_true(test_exec_ok(c, "BEGIN READ ONLY"));
+        PGresult *r = PQexec(c, "CREATE TABLE hosts_never_made (i int)");
+        assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "25006");
+        PQclear(r);
+        assert_true(test_exec_ok(c, "ROLLBACK"));
+        assert_int_equal(pool_putconn(pool, c), POOL_OK);
+        pool_stats_t st;
+        assert_pool_stats(pool, &st);
+        assert_int_equal(st.closed_role, t == 0 ? 1 : 0);
+        c = pool_getconn(pool);
+        assert_non_null(c);
+        if (t == 0)
+            assert_int_not_equal(test_backend_pid(c), pid);
+        else
+            assert_int_equal(test_backend_pid(c), pid); /* no target: an application error */
+        pool_putconn(pool, c);
+        pool_destroy(pool);
+    }
+}
+
 static void test_a_fenced_server_is_left_after_the_next_ping(void **state)
 {
     if (!proxy)
@@ -325,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_ports_that_do_not_match_the_hosts_fail_create),
         cmocka_unit_test_setup(test_several_hosts_without_target_session_attrs_warn, flowing),
         cmocka_unit_test(test_a_session_made_read_only_is_not_reused_under_read_write),
+        cmocka_unit_test(test_a_write_refused_as_read_only_retires_the_connection),
         cmocka_unit_test_teardown(test_a_fenced_server_is_left_after_the_next_ping, unfence),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
