@@ -240,42 +240,59 @@ static int unfence(void **state)
     return 0;
 }
 
+/* Borrows the one connection of a pool on the test server with the given
+   target, lets spoil() run the borrower's statements on it, returns it and
+   borrows again: true when the pool retired it (closed_role 1, another
+   backend), false when it was reused. */
+static bool retired_after(const char *target, void (*spoil)(PGconn *))
+{
+    char conninfo[1024];
+    snprintf(conninfo, sizeof conninfo,
+             "host=%s port=%s dbname=postgres user=postgres target_session_attrs=%s "
+             "application_name=hosts_role", sock_dir, port, target);
+    pool_t *pool = hosts_pool(conninfo, 1, 2000, NULL, NULL, 0);
+    assert_non_null(pool);
+    PGconn *c = pool_getconn(pool);
+    assert_non_null(c);
+    int pid = test_backend_pid(c);
+    spoil(c);
+    assert_int_equal(pool_putconn(pool, c), POOL_OK);
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    c = pool_getconn(pool);
+    assert_non_null(c);
+    bool retired = test_backend_pid(c) != pid;
+    assert_int_equal(st.closed_role, retired ? 1 : 0);
+    if (retired) /* whoever comes next gets a session that can write */
+        assert_int_equal(test_query_int(c, "SELECT (current_setting('transaction_read_only') = "
+                                           "'off')::int"), 1);
+    pool_putconn(pool, c);
+    pool_destroy(pool);
+    return retired;
+}
+
+static void set_read_only(PGconn *c)
+{
+    assert_true(test_exec_ok(c, "SET default_transaction_read_only = on"));
+}
+
 static void test_a_session_made_read_only_is_not_reused_under_read_write(void **state)
 {
     if (!proxy)
         skip();
-    const char *targets[] = {"read-write", "any"};
-    for (int t = 0; t < 2; t++) {
-        char conninfo[1024];
-        snprintf(conninfo, sizeof conninfo,
-                 "host=%s port=%s dbname=postgres user=postgres target_session_attrs=%s "
-                 "application_name=hosts_ro", sock_dir, port, targets[t]);
-        pool_t *pool = hosts_pool(conninfo, 1, 2000, NULL, NULL, 0);
-        assert_non_null(pool);
-        PGconn *c = pool_getconn(pool);
-        assert_non_null(c);
-        int pid = test_backend_pid(c);
-        assert_true(test_exec_ok(c, "SET default_transaction_read_only = on"));
-        assert_int_equal(pool_putconn(pool, c), POOL_OK);
-        pool_stats_t st;
-        assert_pool_stats(pool, &st);
-        c = pool_getconn(pool);
-        assert_non_null(c);
-        if (t == 0) {
-            /* The server reported the change with the SET's result: closed
-               at return, and the next borrower gets a read-write session. */
-            assert_int_equal(st.closed_role, 1);
-            assert_int_not_equal(test_backend_pid(c), pid);
-            assert_int_equal(test_query_int(c, "SELECT (current_setting("
-                                               "'default_transaction_read_only') = 'off')::int"),
-                             1);
-        } else {
-            assert_int_equal(st.closed_role, 0); /* no target: the session is the borrower's */
-            assert_int_equal(test_backend_pid(c), pid);
-        }
-        pool_putconn(pool, c);
-        pool_destroy(pool);
-    }
+    /* The server reports the change with the SET's result: closed at return
+       under read-write; without a target the session is the borrower's. */
+    assert_true(retired_after("read-write", set_read_only));
+    assert_false(retired_after("any", set_read_only));
+}
+
+static void write_in_read_only_transaction(PGconn *c)
+{
+    assert_true(test_exec_ok(c, "BEGIN READ ONLY"));
+    PGresult *r = PQexec(c, "CREATE TABLE hosts_never_made (i int)");
+    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "25006");
+    PQclear(r);
+    assert_true(test_exec_ok(c, "ROLLBACK"));
 }
 
 static void test_a_write_refused_as_read_only_retires_the_connection(void **state)
@@ -285,36 +302,10 @@ static void test_a_write_refused_as_read_only_retires_the_connection(void **stat
     /* 25006 (read_only_sql_transaction) seen by the application's own
        statement: where writes are expected the server may have been made
        read-only without saying so (PgBouncer in between, an old server), so
-       the connection is closed at return, not handed to the next writer. */
-    const char *targets[] = {"read-write", "any"};
-    for (int t = 0; t < 2; t++) {
-        char conninfo[1024];
-        snprintf(conninfo, sizeof conninfo,
-                 "host=%s port=%s dbname=postgres user=postgres target_session_attrs=%s "
-                 "application_name=hosts_25006", sock_dir, port, targets[t]);
-        pool_t *pool = hosts_pool(conninfo, 1, 2000, NULL, NULL, 0);
-        assert_non_null(pool);
-        PGconn *c = pool_getconn(pool);
-        assert_non_null(c);
-        int pid = test_backend_pid(c);
-        assert_true(test_exec_ok(c, "BEGIN READ ONLY"));
-        PGresult *r = PQexec(c, "CREATE TABLE hosts_never_made (i int)");
-        assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "25006");
-        PQclear(r);
-        assert_true(test_exec_ok(c, "ROLLBACK"));
-        assert_int_equal(pool_putconn(pool, c), POOL_OK);
-        pool_stats_t st;
-        assert_pool_stats(pool, &st);
-        assert_int_equal(st.closed_role, t == 0 ? 1 : 0);
-        c = pool_getconn(pool);
-        assert_non_null(c);
-        if (t == 0)
-            assert_int_not_equal(test_backend_pid(c), pid);
-        else
-            assert_int_equal(test_backend_pid(c), pid); /* no target: an application error */
-        pool_putconn(pool, c);
-        pool_destroy(pool);
-    }
+       the connection is closed at return, not handed to the next writer.
+       Without a target it is an application error like any other. */
+    assert_true(retired_after("read-write", write_in_read_only_transaction));
+    assert_false(retired_after("any", write_in_read_only_transaction));
 }
 
 static void test_a_fenced_server_is_left_after_the_next_ping(void **state)
