@@ -17,7 +17,7 @@
  * (pool_unpark_all_locked); a returning thread parks (seq_cst) and then reads
  * the gate (seq_cst).  In the single order of seq_cst operations, either the
  * caller's scan sees the parked connection, or the returner sees the gate
- * closed and hands the connection over under the lock (pool_settle).  The
+ * closed and returns the connection the locked way (pool_settle).  The
  * same handshake with pool->maybe_parked lets lock holders skip the scan when
  * nothing was parked since the last one.
  */
@@ -131,13 +131,10 @@ void fast_checked_out(pool_conn_t *c, int64_t now_us)
 
 static void record_hold(conn_shard_t *sh, uint64_t us)
 {
-    int i = us == 0 ? 0 : 64 - __builtin_clzll(us); /* the buckets of hist_record */
-    if (i > POOL_HIST_BUCKETS - 1)
-        i = POOL_HIST_BUCKETS - 1;
     shard_begin(sh);
     bump(&sh->hold_count, 1);
     bump(&sh->hold_sum_us, us);
-    bump(&sh->hold_bucket[i], 1);
+    bump(&sh->hold_bucket[hist_bucket(us)], 1);
     shard_end(sh);
 }
 
@@ -190,6 +187,6 @@ bool fast_return(pool_t *pool, PGconn *pg)
     /* The gate closed (a caller waits, the pool paused or shrank) or the pool
        was evicted while we parked: let the locked path see to it. */
     if (!atomic_load(&pool->fast_ok) || c->epoch != atomic_load(&pool->epoch))
-        pool_settle(pool);
+        pool_settle(pool, c);
     return true;
 }

@@ -19,14 +19,21 @@
 #include <string.h>
 #include <time.h>
 
-/* The parts of a comma-separated list, as libpq splits host lists (no
-   quoting inside).  An empty or missing list is one empty entry (libpq's
+/* How many entries a comma-separated list has, as libpq splits host lists
+   (no quoting inside).  An empty or missing list is one empty entry (libpq's
    default for it). */
-static int split_list(const char *list, char ***out)
+static int count_entries(const char *list)
 {
     int n = 1;
     for (const char *p = list ? list : ""; *p; p++)
         n += *p == ',';
+    return n;
+}
+
+/* The entries of such a list, copied; their number, or -1 out of memory. */
+static int split_list(const char *list, char ***out)
+{
+    int n = count_entries(list);
     char **v = calloc((size_t)n, sizeof *v);
     if (!v)
         return -1;
@@ -55,16 +62,10 @@ static void free_list(char **v, int n)
 
 void hosts_free(pool_hosts_t *h)
 {
-    for (int i = 0; i < h->nparams; i++) {
-        free(h->keywords[i]);
-        free(h->values[i]);
-    }
-    free(h->keywords);
-    free(h->values);
+    PQconninfoFree(h->opts);
     free_list(h->host, h->n);
     free_list(h->hostaddr, h->n);
     free_list(h->port, h->n);
-    free(h->target);
     memset(h, 0, sizeof *h);
 }
 
@@ -103,32 +104,11 @@ static bool list_for_hosts(const char *what, const char *list, int n, char ***ou
     return true;
 }
 
-/* Every option libpq parsed out of conninfo with a value, but the ones set
-   per attempt (host, hostaddr, port, target_session_attrs), as keyword/value
-   arrays with a slot left for each of those four and the terminator. */
-static bool copy_params(pool_hosts_t *h, PQconninfoOption *opts, char *err, size_t errlen)
+/* The options set per attempt, one host's worth each. */
+static bool per_host(const char *keyword)
 {
-    int n = 0;
-    for (PQconninfoOption *o = opts; o->keyword; o++)
-        n++;
-    h->keywords = calloc((size_t)n + 5, sizeof *h->keywords);
-    h->values = calloc((size_t)n + 5, sizeof *h->values);
-    if (!h->keywords || !h->values)
-        goto oom;
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!o->val || strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
-            strcmp(o->keyword, "port") == 0 || strcmp(o->keyword, "target_session_attrs") == 0)
-            continue;
-        h->keywords[h->nparams] = strdup(o->keyword);
-        h->values[h->nparams] = strdup(o->val);
-        h->nparams++;
-        if (!h->keywords[h->nparams - 1] || !h->values[h->nparams - 1])
-            goto oom;
-    }
-    return true;
-oom:
-    snprintf(err, errlen, "out of memory");
-    return false;
+    return strcmp(keyword, "host") == 0 || strcmp(keyword, "hostaddr") == 0 ||
+           strcmp(keyword, "port") == 0 || strcmp(keyword, "target_session_attrs") == 0;
 }
 
 static const char *option(PQconninfoOption *opts, const char *keyword)
@@ -159,10 +139,9 @@ static int role_of(const char *target)
     return ROLE_ANY;
 }
 
-static bool reported_on(PGconn *pg, const char *param, bool *known)
+static bool reported_on(PGconn *pg, const char *param)
 {
     const char *v = PQparameterStatus(pg, param);
-    *known = v != NULL;
     return v && strcmp(v, "on") == 0;
 }
 
@@ -173,13 +152,11 @@ bool hosts_expect_writes(const pool_hosts_t *h)
 
 bool hosts_role_ok(const pool_hosts_t *h, PGconn *pg)
 {
-    if (h->role == ROLE_ANY)
+    /* A server before 14 reports neither: libpq checked at connect. */
+    if (h->role == ROLE_ANY || !PQparameterStatus(pg, "in_hot_standby"))
         return true;
-    bool hs_known, ro_known;
-    bool standby = reported_on(pg, "in_hot_standby", &hs_known);
-    bool read_only = standby || reported_on(pg, "default_transaction_read_only", &ro_known);
-    if (!hs_known) /* a server before 14 reports neither: libpq checked at connect */
-        return true;
+    bool standby = reported_on(pg, "in_hot_standby");
+    bool read_only = standby || reported_on(pg, "default_transaction_read_only");
     switch (h->role) {
     case ROLE_READ_WRITE:
         return !read_only;
@@ -203,26 +180,17 @@ int hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *e
         PQfreemem(perr);
         return POOL_EINVAL;
     }
+    h->opts = opts;
     const char *host = option(opts, "host"), *hostaddr = option(opts, "hostaddr");
     const char *target = option(opts, "target_session_attrs");
-    int nh = 1, na = 1;
-    for (const char *p = host ? host : ""; *p; p++)
-        nh += *p == ',';
-    for (const char *p = hostaddr ? hostaddr : ""; *p; p++)
-        na += *p == ',';
+    int nh = count_entries(host), na = count_entries(hostaddr);
     h->n = nh > na ? nh : na;
     h->random = random_order;
-    bool ok = copy_params(h, opts, err, errlen) &&
-              list_for_hosts("host names", host, h->n, &h->host, err, errlen) &&
+    h->target = target ? target : "any";
+    h->role = role_of(h->target);
+    bool ok = list_for_hosts("host names", host, h->n, &h->host, err, errlen) &&
               list_for_hosts("host addresses", hostaddr, h->n, &h->hostaddr, err, errlen) &&
               list_for_hosts("port numbers", option(opts, "port"), h->n, &h->port, err, errlen);
-    if (ok && !(h->target = strdup(target ? target : "any"))) {
-        snprintf(err, errlen, "out of memory");
-        ok = false;
-    }
-    if (ok)
-        h->role = role_of(h->target);
-    PQconninfoFree(opts);
     if (!ok) {
         hosts_free(h);
         return strcmp(err, "out of memory") == 0 ? POOL_ENOMEM : POOL_EINVAL;
@@ -264,11 +232,14 @@ static const char *or_default(const char *s)
 PGconn *hosts_connect(pool_t *pool, char *err, size_t errlen)
 {
     const pool_hosts_t *h = &pool->hosts;
-    /* This attempt's keyword/value arrays: the shared options, then the four
-       set per host.  Two workers connect at once: nothing shared is written. */
-    int k = h->nparams;
-    const char **kw = malloc(((size_t)k + 5) * sizeof *kw);
-    const char **val = malloc(((size_t)k + 5) * sizeof *val);
+    /* This attempt's keyword/value arrays: every option libpq parsed with a
+       value but the four set per host, then those four.  Two workers connect
+       at once: nothing shared is written. */
+    size_t nopts = 0;
+    for (const PQconninfoOption *o = h->opts; o->keyword; o++)
+        nopts++;
+    const char **kw = malloc((nopts + 5) * sizeof *kw);
+    const char **val = malloc((nopts + 5) * sizeof *val);
     int *order = malloc((size_t)h->n * sizeof *order);
     if (!kw || !val || !order) {
         free(kw);
@@ -277,8 +248,12 @@ PGconn *hosts_connect(pool_t *pool, char *err, size_t errlen)
         snprintf(err, errlen, "could not open connection: out of memory");
         return NULL;
     }
-    memcpy(kw, h->keywords, (size_t)k * sizeof *kw);
-    memcpy(val, h->values, (size_t)k * sizeof *val);
+    int k = 0;
+    for (const PQconninfoOption *o = h->opts; o->keyword; o++)
+        if (o->val && !per_host(o->keyword)) {
+            kw[k] = o->keyword;
+            val[k++] = o->val;
+        }
     kw[k] = "host", kw[k + 1] = "hostaddr", kw[k + 2] = "port", kw[k + 3] = "target_session_attrs";
     kw[k + 4] = val[k + 4] = NULL;
 

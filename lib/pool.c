@@ -226,30 +226,23 @@ int pool_detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max)
     return n;
 }
 
-/* After the fast path parked a connection while the gate closed or the pool
-   was evicted: does what a locked return would have done - serve waiters,
-   close what is above max_size or evicted. */
-void pool_settle(pool_t *pool)
+/* c was parked just as the gate closed or the pool was evicted: it gets what
+   a locked return gives it (the longest waiter, the idle list, or a close
+   when evicted or above max_size).  If a lock holder moved it to the idle
+   list meanwhile, waiters are served from there instead. */
+void pool_settle(pool_t *pool, pool_conn_t *c)
 {
-    PGconn *out[16];
-    int n;
-    do {
-        n = 0;
-        pthread_mutex_lock(&pool->lock);
-        if (!pool->paused)
-            pool_serve_waiters_locked(pool);
-        pool_unpark_all_locked(pool);
-        for (pool_conn_t *c = pool->idle_head, *next; c && n < 16; c = next) {
-            next = c->next;
-            if (c->epoch != pool->epoch)
-                out[n++] = pool_detach_locked(pool, c);
-        }
-        if (!pool->waiters.head)
-            n += pool_detach_idle_locked(pool, pool->cfg.max_size, out + n, 16 - n);
-        pool_wake_workers_locked(pool);
-        pool_unlock(pool);
-        pool_finish_closes(pool, out, n, true);
-    } while (n == 16);
+    PGconn *to_close = NULL;
+    pthread_mutex_lock(&pool->lock);
+    conn_state_t parked = CONN_PARKED;
+    if (atomic_compare_exchange_strong(&c->state, &parked, CONN_CHECKING))
+        to_close = pool_make_available_locked(pool, c, c->idle_since_us);
+    else if (!pool->paused)
+        pool_serve_waiters_locked(pool);
+    pool_wake_workers_locked(pool);
+    pool_unlock(pool);
+    if (to_close)
+        pool_finish_closes(pool, &to_close, 1, true);
 }
 
 bool past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us)

@@ -124,13 +124,12 @@ typedef struct conn_map {
 /* The conninfo's hosts, split as libpq pairs host, hostaddr and port
    (hosts.c); immutable after create. */
 typedef struct pool_hosts {
+    PQconninfoOption *opts;          /* what libpq parsed out of the conninfo; owned */
     int n;                           /* hosts (1 when the conninfo names none) */
     char **host, **hostaddr, **port; /* n each; "" = libpq's default */
-    char *target;                    /* target_session_attrs, "any" when not given */
+    const char *target;              /* target_session_attrs (in opts), "any" when not given */
     int role;                        /* what target asks of an open session (hosts.c) */
     bool random;                     /* load_balance_hosts=random */
-    char **keywords, **values;       /* every other option libpq parsed, nparams each */
-    int nparams;
 } pool_hosts_t;
 
 typedef struct pool_waitq {
@@ -223,6 +222,12 @@ void wake_pending(void);
 
 /* stats.c */
 void hist_record(pool_hist_t *h, uint64_t us);
+/* bucket[0]: under 1 us; bucket[i]: [2^(i-1), 2^i); the last takes the rest */
+static inline int hist_bucket(uint64_t us)
+{
+    int i = us == 0 ? 0 : 64 - __builtin_clzll(us);
+    return i > POOL_HIST_BUCKETS - 1 ? POOL_HIST_BUCKETS - 1 : i;
+}
 
 /* config.c */
 int config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen);
@@ -281,7 +286,7 @@ pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, un
                                int64_t started_us, int64_t now_us);
 void pool_release_slot_locked(pool_t *pool, pool_conn_t *c);
 void pool_unpark_all_locked(pool_t *pool);
-void pool_settle(pool_t *pool); /* lock NOT held */
+void pool_settle(pool_t *pool, pool_conn_t *c); /* lock NOT held */
 void pool_serve_waiters_locked(pool_t *pool);
 int pool_detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max);
 PGconn *pool_detach_locked(pool_t *pool, pool_conn_t *c);

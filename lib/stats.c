@@ -11,13 +11,9 @@
 
 void hist_record(pool_hist_t *h, uint64_t us)
 {
-    /* bucket[0]: under 1 us; bucket[i]: [2^(i-1), 2^i); the last takes the rest */
-    int i = us == 0 ? 0 : 64 - __builtin_clzll(us);
-    if (i > POOL_HIST_BUCKETS - 1)
-        i = POOL_HIST_BUCKETS - 1;
     h->count++;
     h->sum_us += us;
-    h->bucket[i]++;
+    h->bucket[hist_bucket(us)]++;
 }
 
 uint64_t pool_hist_percentile(const pool_hist_t *h, double q)

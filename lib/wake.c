@@ -17,7 +17,6 @@
  */
 #include "pool_internal.h"
 
-#include <errno.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
