@@ -155,9 +155,6 @@ typedef struct pool_stats {
     uint64_t closed_broken;    /* ... because they were found dead or unusable */
     uint64_t closed_idle;      /* ... by idle_timeout_ms */
     uint64_t closed_lifetime;  /* ... by max_lifetime_ms */
-    uint64_t closed_role;      /* ... because the server no longer matched the conninfo's
-                                  target_session_attrs (demoted, promoted or made
-                                  read-only), as it reported after a statement or a ping */
     uint64_t pings;            /* round-trip validations run */
     uint64_t rollbacks;        /* connections returned inside a transaction, rolled back */
     uint64_t leaks;            /* checkouts that passed leak_timeout_ms */
@@ -172,6 +169,15 @@ typedef struct pool_stats {
                                   pool_discard is a return); sum_us = hold_us_total */
     pool_hist_t connect_hist;  /* opening one connection, on_connect included;
                                   count = connects */
+    /* beyond one machine (several hosts, failover); counters */
+    uint64_t closed_role;      /* closed because the server no longer matched the conninfo's
+                                  target_session_attrs (demoted, promoted or made
+                                  read-only), as it reported after a statement or a ping */
+    uint64_t evictions;        /* host-wide evictions: a connection to a host broke, failed
+                                  its ping or was marked by the server's error (class 08,
+                                  57P01-57P03, 25006 where writes are expected), so every
+                                  connection then open to that host was retired */
+    uint64_t closed_evicted;   /* closed because retired by an eviction or by pool_evict */
 } pool_stats_t;
 
 /* ------------------------------------------------------------------------ */
@@ -309,6 +315,27 @@ POOL_EXTERN const char *pool_strerror(pool_err_t err);
    or POOL_EINVAL for a NULL argument.  Thread-safe. */
 POOL_EXTERN int pool_get_stats(pool_t *pool, pool_stats_t *out);
 
+/* One host of the conninfo, as pool_get_host_stats reports it. */
+typedef struct pool_host_stats {
+    char host[256];            /* the host name, else its hostaddr, as in the conninfo;
+                                  "" = libpq's default (the Unix socket directory) */
+    char port[16];             /* "" = libpq's default */
+    int open;                  /* gauge: connections open to this host */
+    int down;                  /* gauge: 1 while its last attempt failed and it is tried
+                                  only after the other hosts (a capped backoff), else 0 */
+    uint64_t connects;         /* connections opened to it */
+    uint64_t connect_errors;   /* attempts on it that failed, target_session_attrs included */
+    uint64_t evictions;        /* host-wide evictions of its connections */
+} pool_host_stats_t;
+
+/* Fills out[0..max-1] with the conninfo's hosts in conninfo order, from one
+   snapshot taken under the pool's lock, and returns how many hosts there are
+   (more than max: only max were written; out may be NULL when max is 0), or
+   -1 with pool_errcode() POOL_EINVAL for a pool that is NULL or not live, a
+   negative max, or a NULL out with max > 0.  Never blocks on the network;
+   thread-safe. */
+POOL_EXTERN int pool_get_host_stats(pool_t *pool, pool_host_stats_t *out, int max);
+
 typedef enum pool_format { POOL_FORMAT_PROMETHEUS, POOL_FORMAT_JSON } pool_format_t;
 
 /* Writes snapshot *s as text labelled with pool name `name`: Prometheus text
@@ -320,6 +347,18 @@ typedef enum pool_format { POOL_FORMAT_PROMETHEUS, POOL_FORMAT_JSON } pool_forma
    buf with len > 0.  Never blocks; thread-safe. */
 POOL_EXTERN int pool_stats_format(const pool_stats_t *s, pool_format_t fmt, const char *name,
                                   char *buf, size_t len);
+
+/* Writes n host snapshots from pool_get_host_stats as text labelled with pool
+   name `name`, like pool_stats_format: Prometheus gauges
+   pgpool_host_connections and pgpool_host_down and counters
+   pgpool_host_connects_total, pgpool_host_connect_errors_total and
+   pgpool_host_evictions_total, each with labels pool, host and port; or one
+   JSON object {"pool":name,"hosts":[{"host","port","open","down","connects",
+   "connect_errors","evictions"}...]}.  Returns the length the whole text needs;
+   -1 with POOL_EINVAL for a NULL name, a NULL hs with n > 0, a negative n, an
+   unknown format, or a NULL buf with len > 0.  Never blocks; thread-safe. */
+POOL_EXTERN int pool_host_stats_format(const pool_host_stats_t *hs, int n, pool_format_t fmt,
+                                       const char *name, char *buf, size_t len);
 
 /* The q-quantile (q clamped to [0, 1]) of h: the upper bound in us (2^i) of the
    first bucket i at which the running count reaches max(1, ceil(q * count));

@@ -143,8 +143,7 @@ static void record_hold(conn_shard_t *sh, uint64_t us)
    The caller holds it (RETURNING). */
 static bool parkable(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now)
 {
-    if (conn_inherited(pool, c) || c->doom != DOOM_NONE ||
-        c->epoch != atomic_load_explicit(&pool->epoch, memory_order_relaxed) ||
+    if (conn_inherited(pool, c) || c->doom != DOOM_NONE || conn_stale(pool, c) ||
         !conn_returnable(pg) || PQtransactionStatus(pg) != PQTRANS_IDLE ||
         past_lifetime(pool, c, now))
         return false;
@@ -185,8 +184,9 @@ bool fast_return(pool_t *pool, PGconn *pg)
     if (!atomic_load(&pool->maybe_parked))
         atomic_store(&pool->maybe_parked, true);
     /* The gate closed (a caller waits, the pool paused or shrank) or the pool
-       was evicted while we parked: let the locked path see to it. */
-    if (!atomic_load(&pool->fast_ok) || c->epoch != atomic_load(&pool->epoch))
+       or the host was evicted while we parked: let the locked path see to it. */
+    if (!atomic_load(&pool->fast_ok) || c->epoch != atomic_load(&pool->epoch) ||
+        atomic_load(&c->evicted))
         pool_settle(pool, c);
     return true;
 }

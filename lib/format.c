@@ -155,11 +155,14 @@ static void format_prometheus(out_t *o, const pool_stats_t *s, const char *name)
         {"closed_broken_total", "Connections closed because dead or unusable.", s->closed_broken},
         {"closed_idle_total", "Connections closed by idle_timeout_ms.", s->closed_idle},
         {"closed_lifetime_total", "Connections closed by max_lifetime_ms.", s->closed_lifetime},
-        {"closed_role_total", "Connections closed because the server no longer matched target_session_attrs.",
-         s->closed_role},
         {"pings_total", "Round-trip validations run.", s->pings},
         {"rollbacks_total", "Connections returned inside a transaction, rolled back.", s->rollbacks},
         {"leaks_total", "Checkouts that passed leak_timeout_ms.", s->leaks},
+        {"closed_role_total", "Connections closed because the server no longer matched target_session_attrs.",
+         s->closed_role},
+        {"evictions_total", "Host-wide evictions after a connection to the host failed.", s->evictions},
+        {"closed_evicted_total", "Connections closed because retired by an eviction or pool_evict.",
+         s->closed_evicted},
     };
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
         prom_value(o, counters[i].metric, "counter", counters[i].help, name, counters[i].value);
@@ -202,9 +205,10 @@ static void format_json(out_t *o, const pool_stats_t *s, const char *name)
         {"acquire_errors", s->acquire_errors}, {"connects", s->connects},
         {"connect_errors", s->connect_errors}, {"closed", s->closed},
         {"closed_broken", s->closed_broken}, {"closed_idle", s->closed_idle},
-        {"closed_lifetime", s->closed_lifetime}, {"closed_role", s->closed_role},
-        {"pings", s->pings},
+        {"closed_lifetime", s->closed_lifetime}, {"pings", s->pings},
         {"rollbacks", s->rollbacks},       {"leaks", s->leaks},
+        {"closed_role", s->closed_role},   {"evictions", s->evictions},
+        {"closed_evicted", s->closed_evicted},
         {"wait_us_total", s->wait_us_total}, {"wait_us_max", s->wait_us_max},
         {"hold_us_total", s->hold_us_total},
     };
@@ -216,14 +220,81 @@ static void format_json(out_t *o, const pool_stats_t *s, const char *name)
     put(o, "}\n");
 }
 
+/* ---- per host ------------------------------------------------------------- */
+
+static void format_hosts_prometheus(out_t *o, const pool_host_stats_t *hs, int n, const char *name)
+{
+    const char *metrics[] = {"host_connections", "host_down", "host_connects_total",
+                             "host_connect_errors_total", "host_evictions_total"};
+    const char *types[] = {"gauge", "gauge", "counter", "counter", "counter"};
+    const char *helps[] = {
+        "Open connections, by host of the conninfo.",
+        "1 while the host's last attempt failed and it is tried after the others.",
+        "Connections opened, by host.",
+        "Failed attempts to open a connection, by host.",
+        "Host-wide evictions, by host.",
+    };
+    for (int m = 0; m < 5; m++) {
+        prom_head(o, metrics[m], types[m], helps[m]);
+        for (int i = 0; i < n; i++) {
+            uint64_t v[] = {(uint64_t)hs[i].open, (uint64_t)hs[i].down, hs[i].connects,
+                            hs[i].connect_errors, hs[i].evictions};
+            prom_label(o, metrics[m], name);
+            put(o, ",host=\"");
+            put_label_value(o, hs[i].host);
+            put(o, "\",port=\"");
+            put_label_value(o, hs[i].port);
+            put(o, "\"} %llu\n", (unsigned long long)v[m]);
+        }
+    }
+}
+
+static void format_hosts_json(out_t *o, const pool_host_stats_t *hs, int n, const char *name)
+{
+    put(o, "{\"pool\":");
+    put_json_string(o, name);
+    put(o, ",\"hosts\":[");
+    for (int i = 0; i < n; i++) {
+        put(o, "%s{\"host\":", i ? "," : "");
+        put_json_string(o, hs[i].host);
+        put(o, ",\"port\":");
+        put_json_string(o, hs[i].port);
+        put(o, ",\"open\":%d,\"down\":%d,\"connects\":%llu,\"connect_errors\":%llu,\"evictions\":%llu}",
+            hs[i].open, hs[i].down, (unsigned long long)hs[i].connects,
+            (unsigned long long)hs[i].connect_errors, (unsigned long long)hs[i].evictions);
+    }
+    put(o, "]}\n");
+}
+
+/* ---- entry points ---------------------------------------------------------- */
+
+/* The checks both entry points share; NULL when the arguments are good. */
+static const char *bad_arguments(pool_format_t fmt, const char *name, const char *buf, size_t len)
+{
+    return !name ? "name is NULL"
+           : !buf && len > 0 ? "buf is NULL but len is not 0"
+           : fmt != POOL_FORMAT_PROMETHEUS && fmt != POOL_FORMAT_JSON ? "unknown format"
+                                                                         : NULL;
+}
+
+/* Terminates the text and returns its length, snprintf-style. */
+static int finish(const out_t *o, const char *what)
+{
+    if (o->len > 0)
+        o->buf[o->need < o->len ? o->need : o->len - 1] = '\0';
+    if (o->need > INT_MAX) {
+        pool_set_error(POOL_EINVAL, "%s: text longer than INT_MAX", what);
+        return -1;
+    }
+    return (int)o->need;
+}
+
 int pool_stats_format(const pool_stats_t *s, pool_format_t fmt, const char *name, char *buf,
                       size_t len)
 {
-    if (!s || !name || (!buf && len > 0) ||
-        (fmt != POOL_FORMAT_PROMETHEUS && fmt != POOL_FORMAT_JSON)) {
-        pool_set_error(POOL_EINVAL, "pool_stats_format: %s",
-                       !s ? "stats is NULL" : !name ? "name is NULL"
-                       : !buf && len > 0 ? "buf is NULL but len is not 0" : "unknown format");
+    const char *bad = !s ? "stats is NULL" : bad_arguments(fmt, name, buf, len);
+    if (bad) {
+        pool_set_error(POOL_EINVAL, "pool_stats_format: %s", bad);
         return -1;
     }
     out_t o = {.buf = buf, .len = len, .need = 0};
@@ -231,11 +302,23 @@ int pool_stats_format(const pool_stats_t *s, pool_format_t fmt, const char *name
         format_prometheus(&o, s, name);
     else
         format_json(&o, s, name);
-    if (len > 0)
-        buf[o.need < len ? o.need : len - 1] = '\0';
-    if (o.need > INT_MAX) {
-        pool_set_error(POOL_EINVAL, "pool_stats_format: text longer than INT_MAX");
+    return finish(&o, "pool_stats_format");
+}
+
+int pool_host_stats_format(const pool_host_stats_t *hs, int n, pool_format_t fmt,
+                           const char *name, char *buf, size_t len)
+{
+    const char *bad = n < 0            ? "n is negative"
+                      : !hs && n > 0 ? "hosts is NULL but n is not 0"
+                                     : bad_arguments(fmt, name, buf, len);
+    if (bad) {
+        pool_set_error(POOL_EINVAL, "pool_host_stats_format: %s", bad);
         return -1;
     }
-    return (int)o.need;
+    out_t o = {.buf = buf, .len = len, .need = 0};
+    if (fmt == POOL_FORMAT_PROMETHEUS)
+        format_hosts_prometheus(&o, hs, n, name);
+    else
+        format_hosts_json(&o, hs, n, name);
+    return finish(&o, "pool_host_stats_format");
 }

@@ -206,22 +206,62 @@ static const char *pass_target(const pool_hosts_t *h, int pass)
     return pass == 0 ? h->target : NULL;
 }
 
-/* The order of this round: 0..n-1, shuffled for load_balance_hosts=random. */
-static void round_order(const pool_hosts_t *h, int *order)
+/* The order of this round: 0..n-1, shuffled for load_balance_hosts=random,
+   then the hosts whose last attempt failed moved behind the others (keeping
+   their order), until their down time ends: a host that is gone, black-holed
+   or in the wrong role costs one attempt per down time, not one per
+   connection. */
+static void round_order(pool_t *pool, int *order)
 {
+    const pool_hosts_t *h = &pool->hosts;
     for (int i = 0; i < h->n; i++)
         order[i] = i;
-    if (!h->random)
+    if (h->n == 1)
         return;
-    static _Thread_local unsigned seed;
-    if (!seed)
-        seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)&seed;
-    for (int i = h->n - 1; i > 0; i--) {
-        int j = rand_r(&seed) % (i + 1);
-        int t = order[i];
-        order[i] = order[j];
-        order[j] = t;
+    if (h->random) {
+        static _Thread_local unsigned seed;
+        if (!seed)
+            seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)&seed;
+        for (int i = h->n - 1; i > 0; i--) {
+            int j = rand_r(&seed) % (i + 1);
+            int t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
     }
+    pthread_mutex_lock(&pool->lock);
+    int64_t now = clock_now_us();
+    int up = 0;
+    for (int i = 0; i < h->n; i++) {
+        /* Insertion of the hosts that are up, in order, before the rest. */
+        int j = order[i];
+        if (pool->host_state[j].down_until_us > now)
+            continue;
+        for (int k = i; k > up; k--)
+            order[k] = order[k - 1];
+        order[up++] = j;
+    }
+    pool_unlock(pool);
+}
+
+/* Records how host j's attempt went: a failure puts it last for a while,
+   doubling while it keeps failing (capped, so a host that comes back is
+   preferred again within seconds); a success makes it first choice again. */
+static void record_attempt(pool_t *pool, int j, bool ok)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool_host_state_t *st = &pool->host_state[j];
+    if (ok) {
+        st->down_until_us = 0;
+        st->down_us = 0;
+    } else {
+        st->connect_errors++;
+        st->down_us = st->down_us == 0 ? POOL_HOST_DOWN_MIN_US : 2 * st->down_us;
+        if (st->down_us > POOL_HOST_DOWN_MAX_US)
+            st->down_us = POOL_HOST_DOWN_MAX_US;
+        st->down_until_us = clock_now_us() + st->down_us;
+    }
+    pool_unlock(pool);
 }
 
 static const char *or_default(const char *s)
@@ -229,7 +269,12 @@ static const char *or_default(const char *s)
     return *s ? s : "default";
 }
 
-PGconn *hosts_connect(pool_t *pool, char *err, size_t errlen)
+const char *hosts_name(const pool_hosts_t *h, int j)
+{
+    return *h->host[j] ? h->host[j] : h->hostaddr[j];
+}
+
+PGconn *hosts_connect(pool_t *pool, int *host, char *err, size_t errlen)
 {
     const pool_hosts_t *h = &pool->hosts;
     /* This attempt's keyword/value arrays: every option libpq parsed with a
@@ -261,23 +306,29 @@ PGconn *hosts_connect(pool_t *pool, char *err, size_t errlen)
     size_t used = 0;
     PGconn *pg = NULL;
     for (int pass = 0; !pg && pass_target(h, pass); pass++) {
-        round_order(h, order);
+        bool last_pass = !pass_target(h, pass + 1);
+        round_order(pool, order);
         for (int i = 0; !pg && i < h->n; i++) {
             int j = order[i];
             val[k] = h->host[j], val[k + 1] = h->hostaddr[j], val[k + 2] = h->port[j];
             val[k + 3] = pass_target(h, pass);
             pg = conn_open_params(pool, kw, val, reason, sizeof reason);
-            if (pg)
+            /* prefer-standby's first pass turning a primary away is no fault. */
+            if (pg || last_pass)
+                record_attempt(pool, j, pg != NULL);
+            if (pg) {
+                *host = j;
                 break;
-            if (h->n == 1 && !pass_target(h, pass + 1)) {
+            }
+            if (h->n == 1 && last_pass) {
                 snprintf(err, errlen, "could not open connection: %s", reason);
                 break;
             }
             /* Several attempts: say which host said what. */
             int w = snprintf(err + used, errlen - used, "%shost \"%s\" port %s%s: %s",
                              used ? "; " : "could not open connection: ",
-                             or_default(*h->host[j] ? h->host[j] : h->hostaddr[j]),
-                             or_default(h->port[j]), pass > 0 ? " (any role)" : "", reason);
+                             or_default(hosts_name(h, j)), or_default(h->port[j]),
+                             pass > 0 ? " (any role)" : "", reason);
             if (w > 0)
                 used = used + (size_t)w < errlen ? used + (size_t)w : errlen - 1;
         }

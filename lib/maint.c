@@ -31,7 +31,11 @@ static int collect_idle_locked(pool_t *pool, int64_t now, PGconn **out)
     pool_unpark_all_locked(pool);
     for (pool_conn_t *c = pool->idle_tail, *prev; c && n < MAINT_BATCH; c = prev) {
         prev = c->prev;
-        if (cfg->max_lifetime_ms > 0 && now - c->created_us >= (int64_t)cfg->max_lifetime_ms * 1000) {
+        if (atomic_load_explicit(&c->evicted, memory_order_relaxed)) {
+            /* Left over by an eviction that found more than it closes at once. */
+            out[n++] = pool_detach_locked(pool, c);
+            pool->stats.closed_evicted++;
+        } else if (cfg->max_lifetime_ms > 0 && now - c->created_us >= (int64_t)cfg->max_lifetime_ms * 1000) {
             out[n++] = pool_detach_locked(pool, c);
             pool->stats.closed_lifetime++;
         } else if (cfg->idle_timeout_ms > 0 && pool->nopen > cfg->min_size &&

@@ -124,6 +124,21 @@ PGconn *pool_detach_locked(pool_t *pool, pool_conn_t *c)
     return pg;
 }
 
+/* Detaches c like pool_detach_locked.  host_failed: the server went away from
+   under it or is no longer in the role the conninfo asks for, so every other
+   connection to its host is retired as well (evict.c), unless c was retired
+   already; the idle ones are detached into ev (POOL_EVICT_BATCH entries),
+   their number in *nev, for evict_finish once the lock is released. */
+static PGconn *retire_locked(pool_t *pool, pool_conn_t *c, bool host_failed, PGconn **ev, int *nev)
+{
+    bool evict = host_failed && !conn_stale(pool, c);
+    int host = c->host;
+    PGconn *pg = pool_detach_locked(pool, c);
+    if (evict)
+        *nev = evict_host_locked(pool, host, ev, POOL_EVICT_BATCH);
+    return pg;
+}
+
 /* Closes what pool_detach_locked() gave out, then frees the slots.  graceful:
    the connection is healthy, so wait (up to connect_timeout_ms) until the
    server has ended the backend; a broken one is just dropped. */
@@ -187,7 +202,11 @@ static void hand_to_waiter_locked(pool_conn_t *c, pool_waiter_t *w, int64_t now_
    waits.  Returns the PGconn to close, or NULL. */
 PGconn *pool_make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us)
 {
-    if (pool->closed || c->epoch != pool->epoch || pool->nopen > pool_max_total(pool))
+    if (conn_stale(pool, c)) {
+        pool->stats.closed_evicted++;
+        return pool_detach_locked(pool, c);
+    }
+    if (pool->closed || pool->nopen > pool_max_total(pool))
         return pool_detach_locked(pool, c);
     pool_waiter_t *w = pool->paused ? NULL : waitq_pop_front(&pool->waiters);
     if (w) {
@@ -269,6 +288,7 @@ static void pool_free(pool_t *pool)
     pthread_mutex_destroy(&pool->lock);
     conn_map_free(&pool->map);
     hosts_free(&pool->hosts);
+    free(pool->host_state);
     for (pool_conn_t *c = pool->all_slots, *next; c; c = next) {
         next = c->all_next;
         free(c);
@@ -375,8 +395,8 @@ static int conn_events(PGEventId id, void *info, void *pass_through)
     return 1;
 }
 
-pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, unsigned epoch,
-                               int64_t started_us, int64_t now_us)
+pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, int host,
+                               unsigned epoch, int64_t started_us, int64_t now_us)
 {
     pool_conn_t *c = slot_get_locked(pool, spare);
     /* Every field but the slot's own (all_next, shard). */
@@ -389,6 +409,8 @@ pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, un
     c->writes_expected = hosts_expect_writes(&pool->hosts);
     c->pg = pg;
     c->epoch = epoch;
+    c->host = host;
+    atomic_store_explicit(&c->evicted, false, memory_order_relaxed);
     record_identity(c);
     /* Without the counter every return checks the identity: still correct. */
     c->results_counted = PQregisterEventProc(pg, conn_events, "pgpool", c) != 0;
@@ -398,6 +420,7 @@ pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, un
     conn_map_insert(&pool->map, c);
     pool->nopen++;
     pool->stats.connects++;
+    pool->host_state[host].connects++;
     hist_record(&pool->stats.connect_hist, (uint64_t)(now_us - started_us));
     pool->connect_failing = false;
     pool->backoff_us = 0;
@@ -408,7 +431,8 @@ pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, un
 static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
 {
     int64_t started = clock_now_us();
-    PGconn *pg = hosts_connect(pool, err, errlen);
+    int host;
+    PGconn *pg = hosts_connect(pool, &host, err, errlen);
     if (!pg)
         return POOL_ECONNECT;
     pool_conn_t *spare = malloc(sizeof *spare);
@@ -421,7 +445,7 @@ static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
     int64_t now = clock_now_us();
     /* No pool_evict can have run yet: the pool is not handed out. */
     PGconn *excess = pool_make_available_locked(
-        pool, conn_track_locked(pool, &spare, pg, pool->epoch, started, now), now);
+        pool, conn_track_locked(pool, &spare, pg, host, pool->epoch, started, now), now);
     pool_unlock(pool);
     free(spare);
     if (excess)
@@ -472,6 +496,11 @@ pool_t *pool_create(const pool_config_t *cfg, char *errbuf, size_t errlen)
         return NULL;
     }
     rc = (pool_err_t)hosts_init(&pool->hosts, pool->conninfo, random_hosts, msg, sizeof msg);
+    if (rc == POOL_OK &&
+        !(pool->host_state = calloc((size_t)pool->hosts.n, sizeof *pool->host_state))) {
+        rc = POOL_ENOMEM;
+        snprintf(msg, sizeof msg, "out of memory");
+    }
     if (rc != POOL_OK) {
         pool_destroy(pool);
         fail_create(errbuf, errlen, rc, msg);
@@ -732,8 +761,7 @@ static void getconn_done_locked(pool_t *pool, pool_err_t rc, int64_t start_us, i
    ran (it reads unasked input: it cannot be run twice). */
 static bool ready_as_is(pool_t *pool, pool_conn_t *c, int64_t now, int *health)
 {
-    if (c->epoch != atomic_load_explicit(&pool->epoch, memory_order_relaxed) ||
-        past_lifetime(pool, c, now) || pool->cfg.on_checkout ||
+    if (conn_stale(pool, c) || past_lifetime(pool, c, now) || pool->cfg.on_checkout ||
         (pool->cfg.pre_ping && now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000))
         return false;
     *health = (int)conn_check_nowait(c->pg, pool->cfg.pre_ping);
@@ -820,14 +848,20 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         if (!role_ok)
             pool->stats.closed_role++;
         /* Evicted while it was being validated: not handed out after all. */
-        if (accepted && c->epoch == pool->epoch)
+        bool stale = conn_stale(pool, c);
+        if (accepted && !stale)
             break;
-        PGconn *rejected = pool_detach_locked(pool, c);
         if (!alive)
             pool->stats.closed_broken++;
+        else if (accepted)
+            pool->stats.closed_evicted++;
+        PGconn *evicted[POOL_EVICT_BATCH];
+        int nevicted = 0;
+        PGconn *rejected = retire_locked(pool, c, !alive || !role_ok, evicted, &nevicted);
         pool_wake_workers_locked(pool);
         pool_unlock(pool);
         pool_finish_closes(pool, &rejected, 1, alive);
+        evict_finish(pool, evicted, nevicted);
         pthread_mutex_lock(&pool->lock);
         clock_stale = true;
     }
@@ -939,26 +973,30 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
 
     PGconn *to_close = NULL;
     bool broken = false;
+    /* The server's idle connections on c's host, when c says it failed. */
+    PGconn *evicted[POOL_EVICT_BATCH];
+    int nevicted = 0;
     if (discard) {
         to_close = pool_detach_locked(pool, c);
     } else if (pool->cfg.on_checkin && !checkin_hook_accepts(pool, c)) {
         to_close = pool_detach_locked(pool, c);
     } else if (c->doom != DOOM_NONE) {
         broken = c->doom == DOOM_SERVER;
-        to_close = pool_detach_locked(pool, c);
+        to_close = retire_locked(pool, c, true, evicted, &nevicted);
         if (broken)
             pool->stats.closed_broken++;
         else
             pool->stats.closed_role++;
     } else if (!conn_returnable(pg)) {
-        to_close = pool_detach_locked(pool, c);
+        /* Broken (the server went away), or left busy by the application. */
+        to_close = retire_locked(pool, c, PQstatus(pg) == CONNECTION_BAD, evicted, &nevicted);
         pool->stats.closed_broken++;
         broken = true;
     } else {
         PGTransactionStatusType ts = PQtransactionStatus(pg);
         bool rollback = ts != PQTRANS_IDLE;
         if ((rollback || pool->reset_query) && !clean_for_reuse_unlocked_io(pool, c, rollback, now)) {
-            to_close = pool_detach_locked(pool, c);
+            to_close = retire_locked(pool, c, PQstatus(pg) == CONNECTION_BAD, evicted, &nevicted);
             pool->stats.closed_broken++;
             broken = true;
         } else {
@@ -970,7 +1008,7 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
                 pool->stats.closed_broken++;
                 broken = true;
             } else if (may_have_changed && !hosts_role_ok(&pool->hosts, pg)) {
-                to_close = pool_detach_locked(pool, c);
+                to_close = retire_locked(pool, c, true, evicted, &nevicted);
                 pool->stats.closed_role++;
             } else if (past_lifetime(pool, c, now)) {
                 to_close = pool_detach_locked(pool, c);
@@ -985,6 +1023,7 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
     pool_unlock(pool);
     if (to_close)
         pool_finish_closes(pool, &to_close, 1, !broken);
+    evict_finish(pool, evicted, nevicted);
     return POOL_OK;
 }
 

@@ -22,6 +22,9 @@
 #define POOL_CONNECT_WORKERS 2      /* bound on connection attempts in flight */
 #define POOL_BACKOFF_MIN_US 10000   /* first retry after a failed connect */
 #define POOL_BACKOFF_MAX_US 1000000 /* retries never wait longer than this */
+#define POOL_HOST_DOWN_MIN_US 1000000  /* a host that failed an attempt goes last this long, */
+#define POOL_HOST_DOWN_MAX_US 8000000  /* doubling while it keeps failing, up to this */
+#define POOL_EVICT_BATCH 16         /* idle connections an eviction detaches per lock hold */
 #define POOL_MAX_CONNECTIONS 100000 /* sanity bound on max_size + max_overflow */
 #define POOL_PING_GRACE_US 20000    /* a due round trip gets this long even past the
                                        caller's deadline: cut shorter, it would close
@@ -94,6 +97,10 @@ typedef struct pool_conn {
                                         was inherited across fork() and must be dropped silently */
     unsigned epoch;                  /* pool->epoch when its opening began; immutable.  An
                                         older one was evicted: never handed out again */
+    int host;                        /* index in pool->hosts it was opened to; immutable */
+    atomic_bool evicted;             /* its host was evicted (evict.c): never handed out
+                                        again.  Set under pool->lock, reset when the slot
+                                        gets a new connection; read by its holder without */
     conn_shard_t shard;              /* kept across the slot's connections */
 } pool_conn_t;
 
@@ -132,6 +139,15 @@ typedef struct pool_hosts {
     bool random;                     /* load_balance_hosts=random */
 } pool_hosts_t;
 
+/* What the pool learnt of one host of the conninfo; guarded by pool->lock. */
+typedef struct pool_host_state {
+    int64_t down_until_us;           /* its last attempt failed: tried after the other
+                                        hosts until then */
+    int64_t down_us;                 /* how long the last failure put it last; doubles
+                                        from POOL_HOST_DOWN_MIN_US to ..._MAX_US */
+    uint64_t connects, connect_errors, evictions;
+} pool_host_state_t;
+
 typedef struct pool_waitq {
     pool_waiter_t *head, *tail;
     int len;
@@ -146,6 +162,8 @@ struct pool {
     char *reset_query;               /* owned copy or NULL; immutable */
     char *password;                  /* from conninfo, to scrub messages; immutable */
     pool_hosts_t hosts;              /* immutable after create */
+    pool_host_state_t *host_state;   /* hosts.n entries, allocated by create; their
+                                        fields guarded by lock */
 
     pthread_mutex_t lock;            /* guards everything below */
     pthread_cond_t work_cond;        /* connect workers wait here for demand */
@@ -262,8 +280,9 @@ void conn_drop_silently(PGconn *pg);
 /* hosts.c: one attempt per host of the conninfo, bounded each */
 int hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *err, size_t errlen);
 void hosts_free(pool_hosts_t *h);
-PGconn *hosts_connect(pool_t *pool, char *err, size_t errlen);
+PGconn *hosts_connect(pool_t *pool, int *host, char *err, size_t errlen);
 bool hosts_role_ok(const pool_hosts_t *h, PGconn *pg);
+const char *hosts_name(const pool_hosts_t *h, int j); /* host, else hostaddr; "" = default */
 bool hosts_expect_writes(const pool_hosts_t *h);
 
 /* conn_map.c */
@@ -282,8 +301,8 @@ void waitq_remove(pool_waitq_t *q, pool_waiter_t *w);
 
 /* pool.c: shared by the background threads; all called with pool->lock held */
 PGconn *pool_make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us);
-pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, unsigned epoch,
-                               int64_t started_us, int64_t now_us);
+pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, int host,
+                               unsigned epoch, int64_t started_us, int64_t now_us);
 void pool_release_slot_locked(pool_t *pool, pool_conn_t *c);
 void pool_unpark_all_locked(pool_t *pool);
 void pool_settle(pool_t *pool, pool_conn_t *c); /* lock NOT held */
@@ -308,6 +327,11 @@ bool fast_return(pool_t *pool, PGconn *pg);
 void fast_remember(const pool_t *pool, pool_conn_t *c);
 pool_conn_t *fast_mine(const pool_t *pool);
 void shard_add_to(const conn_shard_t *sh, pool_stats_t *out);
+
+/* evict.c: retiring every connection to a host that failed */
+int evict_host_locked(pool_t *pool, int host, PGconn **out, int max);
+int evict_detach_idle_locked(pool_t *pool, PGconn **out, int max);
+void evict_finish(pool_t *pool, PGconn **batch, int n); /* lock NOT held */
 
 /* workers.c: connection attempts in the background */
 void *connect_worker_main(void *arg);
@@ -350,6 +374,14 @@ static inline bool pool_is_live(const pool_t *pool)
 static inline int pool_max_total(const pool_t *pool)
 {
     return pool->cfg.max_size + pool->cfg.max_overflow;
+}
+
+/* Retired by pool_evict or by its host's eviction: never handed out again.
+   Read without the lock by the connection's holder (fast.c) as well. */
+static inline bool conn_stale(const pool_t *pool, const pool_conn_t *c)
+{
+    return c->epoch != atomic_load_explicit(&pool->epoch, memory_order_relaxed) ||
+           atomic_load_explicit(&c->evicted, memory_order_relaxed);
 }
 
 static inline bool conn_inherited(const pool_t *pool, const pool_conn_t *c)

@@ -9,6 +9,8 @@
  */
 #include "pool_internal.h"
 
+#include <stdio.h>
+
 void hist_record(pool_hist_t *h, uint64_t us)
 {
     h->count++;
@@ -63,4 +65,37 @@ int pool_get_stats(pool_t *pool, pool_stats_t *out)
     out->max_overflow = pool->cfg.max_overflow;
     pool_unlock(pool);
     return POOL_OK;
+}
+
+int pool_get_host_stats(pool_t *pool, pool_host_stats_t *out, int max)
+{
+    if (!pool_is_live(pool) || max < 0 || (!out && max > 0)) {
+        pool_set_error(POOL_EINVAL, "pool_get_host_stats: %s",
+                       !pool_is_live(pool) ? "pool is NULL or not a live pool"
+                       : max < 0           ? "max is negative"
+                                           : "out is NULL but max is not 0");
+        return -1;
+    }
+    const pool_hosts_t *h = &pool->hosts; /* immutable */
+    for (int j = 0; j < h->n && j < max; j++) {
+        snprintf(out[j].host, sizeof out[j].host, "%s", hosts_name(h, j));
+        snprintf(out[j].port, sizeof out[j].port, "%s", h->port[j]);
+        out[j].open = 0;
+    }
+    pthread_mutex_lock(&pool->lock);
+    pool_enter_locked(pool);
+    int64_t now = clock_now_us();
+    for (int j = 0; j < h->n && j < max; j++) {
+        const pool_host_state_t *st = &pool->host_state[j];
+        out[j].down = st->down_until_us > now;
+        out[j].connects = st->connects;
+        out[j].connect_errors = st->connect_errors;
+        out[j].evictions = st->evictions;
+    }
+    /* Open = tracked and not inherited across a fork, as pool_stats_t.total. */
+    for (const pool_conn_t *c = pool->all_slots; c; c = c->all_next)
+        if (c->state != CONN_FREE && !conn_inherited(pool, c) && c->host < max)
+            out[c->host].open++;
+    pool_unlock(pool);
+    return h->n;
 }

@@ -44,7 +44,8 @@ static void connect_once_locked(pool_t *pool)
     pool_unlock(pool);
 
     int64_t started = clock_now_us();
-    PGconn *pg = hosts_connect(pool, err, sizeof err);
+    int host;
+    PGconn *pg = hosts_connect(pool, &host, err, sizeof err);
     pool_conn_t *spare = pg ? malloc(sizeof *spare) : NULL;
     if (pg && !spare) {
         conn_close(pg);
@@ -60,7 +61,7 @@ static void connect_once_locked(pool_t *pool)
     PGconn *excess = NULL;
     if (pg)
         excess = pool_make_available_locked(
-            pool, conn_track_locked(pool, &spare, pg, epoch, started, now), now);
+            pool, conn_track_locked(pool, &spare, pg, host, epoch, started, now), now);
     else
         workers_connect_failed_locked(pool, err, now);
     bool stopping = pool->closed;

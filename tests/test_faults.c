@@ -197,7 +197,11 @@ static void test_server_stopped_while_idle_then_restarted_under_load(void **stat
     assert_true(recovered_ms < 2500); /* backoff is capped near 1 s */
     pool_stats_t st;
     assert_pool_stats(pool, &st);
-    assert_int_equal(st.closed_broken, 2);
+    /* The first found dead evicts the server's other one (the second may
+       be found dead first by another caller: then it is broken too). */
+    assert_true(st.closed_broken >= 1);
+    assert_true(st.evictions >= 1);
+    assert_int_equal(st.closed_broken + st.closed_evicted, 2);
     assert_true(st.total <= 4);
     assert_int_equal(st.total, st.idle + st.in_use);
     pool_destroy(pool);

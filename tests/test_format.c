@@ -163,6 +163,62 @@ static void test_bad_arguments_fail_with_einval(void **state)
     assert_int_equal(pool_errcode(), POOL_EINVAL);
 }
 
+/* Two hosts' figures, made up: the formatter only writes them out. */
+static const pool_host_stats_t two_hosts[2] = {
+    {.host = "db-a.example", .port = "5432", .open = 3, .down = 0, .connects = 7,
+     .connect_errors = 1, .evictions = 2},
+    {.host = "/run/post\"gres", .port = "", .open = 0, .down = 1, .connects = 0,
+     .connect_errors = 9, .evictions = 0},
+};
+
+static void test_host_stats_as_prometheus_and_json(void **state)
+{
+    int n = pool_host_stats_format(two_hosts, 2, POOL_FORMAT_PROMETHEUS, "p", NULL, 0);
+    assert_true(n > 0);
+    char *text = malloc((size_t)n + 1);
+    assert_int_equal(pool_host_stats_format(two_hosts, 2, POOL_FORMAT_PROMETHEUS, "p", text,
+                                            (size_t)n + 1), n);
+    assert_int_equal(value_of(text, "pgpool_host_connections{pool=\"p\",host=\"db-a.example\","
+                                    "port=\"5432\"} "), 3);
+    assert_int_equal(value_of(text, "pgpool_host_down{pool=\"p\",host=\"/run/post\\\"gres\","
+                                    "port=\"\"} "), 1);
+    assert_int_equal(value_of(text, "pgpool_host_evictions_total{pool=\"p\",host=\"db-a.example\","
+                                    "port=\"5432\"} "), 2);
+    assert_int_equal(value_of(text, "pgpool_host_connect_errors_total{pool=\"p\",host=\"/run/"
+                                    "post\\\"gres\",port=\"\"} "), 9);
+    assert_non_null(strstr(text, "# TYPE pgpool_host_connects_total counter\n"));
+    if (have("promtool")) {
+        write_file("format_hosts.prom", text);
+        assert_int_equal(system("promtool check metrics < format_hosts.prom"), 0);
+    }
+    free(text);
+
+    char json[1024];
+    n = pool_host_stats_format(two_hosts, 2, POOL_FORMAT_JSON, "p", json, sizeof json);
+    assert_true(n > 0 && n < (int)sizeof json);
+    assert_non_null(strstr(json, "{\"pool\":\"p\",\"hosts\":[{\"host\":\"db-a.example\","
+                                 "\"port\":\"5432\",\"open\":3,\"down\":0,\"connects\":7,"
+                                 "\"connect_errors\":1,\"evictions\":2},{\"host\":"
+                                 "\"/run/post\\\"gres\""));
+    if (have("jq")) {
+        write_file("format_hosts.json", json);
+        assert_int_equal(system("jq -e '(.hosts | length) == 2 and .hosts[1].down == 1' "
+                                "format_hosts.json >/dev/null"), 0);
+    }
+
+    char buf[16];
+    assert_int_equal(pool_host_stats_format(NULL, 1, POOL_FORMAT_JSON, "p", buf, sizeof buf), -1);
+    assert_int_equal(pool_errcode(), POOL_EINVAL);
+    assert_int_equal(pool_host_stats_format(two_hosts, -1, POOL_FORMAT_JSON, "p", buf, sizeof buf),
+                     -1);
+    assert_int_equal(pool_host_stats_format(two_hosts, 2, POOL_FORMAT_JSON, NULL, buf, sizeof buf),
+                     -1);
+    assert_int_equal(pool_host_stats_format(two_hosts, 2, (pool_format_t)7, "p", buf, sizeof buf),
+                     -1);
+    assert_int_equal(pool_host_stats_format(NULL, 0, POOL_FORMAT_JSON, "p", buf, sizeof buf),
+                     (int)strlen("{\"pool\":\"p\",\"hosts\":[]}\n"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -171,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_a_strange_pool_name_is_escaped_for_prometheus),
         cmocka_unit_test(test_output_is_sized_and_truncated_like_snprintf),
         cmocka_unit_test(test_bad_arguments_fail_with_einval),
+        cmocka_unit_test(test_host_stats_as_prometheus_and_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -332,7 +332,11 @@ static void test_a_fenced_server_is_left_after_the_next_ping(void **state)
     assert_true(elapsed < 4000);
     pool_stats_t st;
     assert_pool_stats(pool, &st);
-    assert_int_equal(st.closed_role, 2);
+    /* The first ping that heard it evicted the server: the other idle one
+       was closed without a ping of its own. */
+    assert_int_equal(st.closed_role, 1);
+    assert_int_equal(st.evictions, 1);
+    assert_int_equal(st.closed_evicted, 1);
     assert_int_equal(st.total, 0);
 
     fence(false);
@@ -345,6 +349,154 @@ static void test_a_fenced_server_is_left_after_the_next_ping(void **state)
     assert_int_equal(test_query_int(c, "SELECT (current_setting("
                                        "'default_transaction_read_only') = 'off')::int"), 1);
     pool_putconn(pool, c);
+    pool_destroy(pool);
+}
+
+/* One host's figures, by index in the conninfo. */
+static pool_host_stats_t host_stats(pool_t *pool, int j)
+{
+    pool_host_stats_t hs[4];
+    assert_int_equal(pool_get_host_stats(pool, hs, 4), 2);
+    return hs[j];
+}
+
+/* A pool on two hosts, the fault proxy (127.0.0.1) first and the Unix socket
+   second, both the test server. */
+static pool_t *two_host_pool(const char *name, int connect_timeout_ms)
+{
+    static char conninfo[1024];
+    snprintf(conninfo, sizeof conninfo,
+             "host=127.0.0.1,%s port=%d,%s dbname=postgres user=postgres "
+             "target_session_attrs=read-write application_name=%s",
+             sock_dir, proxy_port(proxy), port, name);
+    pool_t *pool = hosts_pool(conninfo, 0, connect_timeout_ms, NULL, NULL, 0);
+    assert_non_null(pool);
+    return pool;
+}
+
+static bool on_proxy(PGconn *c)
+{
+    return atoi(PQport(c)) == proxy_port(proxy);
+}
+
+static void test_a_host_that_failed_goes_last_for_a_while(void **state)
+{
+    if (!proxy)
+        skip();
+    pool_t *pool = two_host_pool("hosts_down", 2000);
+    proxy_set_mode(proxy, PROXY_REFUSE);
+    PGconn *c[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = pool_getconn(pool);
+        assert_non_null(c[i]);
+        assert_false(on_proxy(c[i]));
+    }
+    /* One attempt found the first host refusing; the next two went straight
+       to the second, which is now preferred for a while (1 s, doubling on
+       each failure, capped at 8 s). */
+    pool_host_stats_t a = host_stats(pool, 0), b = host_stats(pool, 1);
+    assert_int_equal(a.connect_errors, 1);
+    assert_int_equal(a.down, 1);
+    assert_int_equal(a.open, 0);
+    assert_int_equal(b.open, 3);
+    assert_int_equal(b.connects, 3);
+    assert_int_equal(b.down, 0);
+    assert_string_equal(a.host, "127.0.0.1");
+    assert_string_equal(b.host, sock_dir);
+    assert_string_equal(b.port, port);
+
+    /* Back, and its down time over: new connections go to it first again. */
+    proxy_set_mode(proxy, PROXY_FORWARD);
+    int64_t deadline = test_now_ms() + 5000;
+    while (host_stats(pool, 0).down) {
+        assert_true(test_now_ms() < deadline);
+        test_sleep_ms(50);
+    }
+    PGconn *d = pool_getconn(pool);
+    assert_non_null(d);
+    assert_true(on_proxy(d));
+    pool_putconn(pool, d);
+    for (int i = 0; i < 3; i++)
+        pool_putconn(pool, c[i]);
+    pool_destroy(pool);
+}
+
+static void kill_own_backend(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT pg_terminate_backend(pg_backend_pid())");
+    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
+    PQclear(r);
+}
+
+static void test_a_broken_connection_evicts_its_host_and_no_other(void **state)
+{
+    if (!proxy)
+        skip();
+    pool_t *pool = two_host_pool("hosts_evict", 2000);
+    /* Three on the first host (the proxy), two on the second (the first one
+       refusing meanwhile). */
+    PGconn *a[3], *b[2];
+    for (int i = 0; i < 3; i++) {
+        a[i] = pool_getconn(pool);
+        assert_true(a[i] && on_proxy(a[i]));
+    }
+    proxy_set_mode(proxy, PROXY_REFUSE);
+    for (int i = 0; i < 2; i++) {
+        b[i] = pool_getconn(pool);
+        assert_true(b[i] && !on_proxy(b[i]));
+    }
+    proxy_set_mode(proxy, PROXY_FORWARD);
+    pool_putconn(pool, b[0]);
+    pool_putconn(pool, b[1]);
+    pool_putconn(pool, a[1]); /* idle on the first host */
+    int a0_pid = test_backend_pid(a[0]);
+
+    /* a[2]'s backend goes away (57P01, the connection breaks): the first
+       host's idle connection is closed at once, a[0] (in use) is left alone
+       until it comes back; the second host's are untouched. */
+    kill_own_backend(a[2]);
+    pool_putconn(pool, a[2]);
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.evictions, 1);
+    assert_int_equal(st.closed_broken, 1);
+    assert_int_equal(st.closed_evicted, 1);
+    assert_int_equal(host_stats(pool, 0).open, 1);
+    assert_int_equal(host_stats(pool, 0).evictions, 1);
+    assert_int_equal(host_stats(pool, 1).open, 2);
+    assert_int_equal(host_stats(pool, 1).evictions, 0);
+    assert_int_equal(test_backend_pid(a[0]), a0_pid); /* never interrupted */
+    pool_putconn(pool, a[0]);
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.closed_evicted, 2);
+    assert_int_equal(st.evictions, 1); /* a retired one does not evict again */
+    assert_int_equal(host_stats(pool, 0).open, 0);
+    /* What is left is the second host's two, idle and usable. */
+    PGconn *c[2];
+    for (int i = 0; i < 2; i++) {
+        c[i] = pool_getconn(pool);
+        assert_true(c[i] && !on_proxy(c[i]));
+        assert_int_equal(test_query_int(c[i], "SELECT 1"), 1);
+    }
+    for (int i = 0; i < 2; i++)
+        pool_putconn(pool, c[i]);
+    pool_destroy(pool);
+}
+
+static void test_host_stats_refuse_bad_arguments(void **state)
+{
+    assert_int_equal(pool_get_host_stats(NULL, NULL, 0), -1);
+    assert_int_equal(pool_errcode(), POOL_EINVAL);
+    if (!proxy)
+        skip();
+    pool_t *pool = two_host_pool("hosts_stats_args", 2000);
+    assert_int_equal(pool_get_host_stats(pool, NULL, 0), 2); /* how many */
+    assert_int_equal(pool_get_host_stats(pool, NULL, 1), -1);
+    assert_non_null(strstr(pool_errmsg(), "out is NULL"));
+    pool_host_stats_t one;
+    assert_int_equal(pool_get_host_stats(pool, &one, -1), -1);
+    assert_int_equal(pool_get_host_stats(pool, &one, 1), 2); /* only the first written */
+    assert_string_equal(one.host, "127.0.0.1");
     pool_destroy(pool);
 }
 
@@ -362,6 +514,9 @@ int main(void)
         cmocka_unit_test(test_a_session_made_read_only_is_not_reused_under_read_write),
         cmocka_unit_test(test_a_write_refused_as_read_only_retires_the_connection),
         cmocka_unit_test_teardown(test_a_fenced_server_is_left_after_the_next_ping, unfence),
+        cmocka_unit_test_setup(test_a_host_that_failed_goes_last_for_a_while, flowing),
+        cmocka_unit_test_setup(test_a_broken_connection_evicts_its_host_and_no_other, flowing),
+        cmocka_unit_test_setup(test_host_stats_refuse_bad_arguments, flowing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
