@@ -38,7 +38,6 @@ static void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t
 static void connect_once_locked(pool_t *pool)
 {
     char err[POOL_MSG_LEN];
-    bool was_failing = pool->connect_failing;
     unsigned epoch = pool->epoch; /* an evict from now on makes this one stale */
     pool->nconnecting++;
     pool_unlock(pool);
@@ -58,6 +57,9 @@ static void connect_once_locked(pool_t *pool)
     pool->nconnecting--;
     if (pg && pool->grow_wanted > 0)
         pool->grow_wanted--;
+    /* Read now, not before the attempt: of two workers failing at once only
+       the first logs, and a success after failures says so once. */
+    bool was_failing = pool->connect_failing;
     PGconn *excess = NULL;
     if (pg)
         excess = pool_make_available_locked(

@@ -23,7 +23,8 @@
 #include <unistd.h>
 
 #define WRITERS 8
-#define CONNECT_TIMEOUT_MS 1000
+#define CONNECT_TIMEOUT_MS 5000   /* generous: a loaded machine (sanitizers) is slow */
+#define BLACK_HOLE_TIMEOUT_MS 1000 /* connect_timeout_ms where a host is black-holed */
 #define STATEMENT_MS 1000 /* a writer gives up on a statement after this (black hole) */
 
 static char dir[256];
@@ -216,7 +217,8 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-static pool_t *pair_pool(const char *hosts_ports, const char *target, const char *extra)
+static pool_t *pair_pool(const char *hosts_ports, const char *target, const char *extra,
+                         int connect_timeout_ms)
 {
     char conninfo[1024];
     snprintf(conninfo, sizeof conninfo,
@@ -227,7 +229,7 @@ static pool_t *pair_pool(const char *hosts_ports, const char *target, const char
     cfg.conninfo = conninfo;
     cfg.min_size = 0;
     cfg.max_size = WRITERS;
-    cfg.connect_timeout_ms = CONNECT_TIMEOUT_MS;
+    cfg.connect_timeout_ms = connect_timeout_ms;
     cfg.acquire_timeout_ms = 2000;
     char err[512] = "";
     pool_t *pool = pool_create(&cfg, err, sizeof err);
@@ -240,7 +242,7 @@ static pool_t *writers_pool(void)
 {
     char hp[128];
     snprintf(hp, sizeof hp, "host=127.0.0.1,127.0.0.1 port=%d,%d", port_a, port_b);
-    return pair_pool(hp, "read-write", NULL);
+    return pair_pool(hp, "read-write", NULL, CONNECT_TIMEOUT_MS);
 }
 
 #define WRITE_SQL "SELECT pg_is_in_recovery(); INSERT INTO failover_t (v) VALUES (1)"
@@ -368,7 +370,7 @@ static void test_old_primary_back_as_standby(void **state)
     /* A alone: refused at once, with libpq's reason. */
     char hp[128];
     snprintf(hp, sizeof hp, "host=127.0.0.1 port=%d", port_a);
-    pool = pair_pool(hp, "read-write", NULL);
+    pool = pair_pool(hp, "read-write", NULL, CONNECT_TIMEOUT_MS);
     t0 = test_now_ms();
     PGconn *c = pool_getconn_timeout(pool, 5000);
     int64_t elapsed = test_now_ms() - t0;
@@ -389,14 +391,16 @@ static void test_fencing(void **state)
     /* Pings on every checkout, so that each hears of the fence. */
     char hp[128];
     snprintf(hp, sizeof hp, "host=127.0.0.1,127.0.0.1 port=%d,%d", port_a, port_b);
-    pool_t *pool = pair_pool(hp, "read-write", "pool_ping_idle=0");
+    pool_t *pool = pair_pool(hp, "read-write", "pool_ping_idle=0", CONNECT_TIMEOUT_MS);
     writers_t w;
     writers_start(&w, pool, WRITE_SQL);
     /* Two more pools, used by this thread alone, with three connections to
        A each: one pings every checkout; the other never pings, and one of
        its connections is held across the fence. */
-    pool_t *pinging = pair_pool(hp, "read-write", "pool_ping_idle=0 pool_min_size=3");
-    pool_t *quiet = pair_pool(hp, "read-write", "pool_ping_idle=1h pool_min_size=3");
+    pool_t *pinging = pair_pool(hp, "read-write", "pool_ping_idle=0 pool_min_size=3",
+                                CONNECT_TIMEOUT_MS);
+    pool_t *quiet = pair_pool(hp, "read-write", "pool_ping_idle=1h pool_min_size=3",
+                              CONNECT_TIMEOUT_MS);
     assert_true(test_wait_idle(pinging, 3, 5000));
     assert_true(test_wait_idle(quiet, 3, 5000));
     PGconn *held = pool_getconn(quiet);
@@ -459,7 +463,7 @@ static void test_black_hole(void **state)
     assert_non_null(proxy);
     char hp[128];
     snprintf(hp, sizeof hp, "host=127.0.0.1,127.0.0.1 port=%d,%d", proxy_port(proxy), port_b);
-    pool_t *pool = pair_pool(hp, "read-write", NULL);
+    pool_t *pool = pair_pool(hp, "read-write", NULL, BLACK_HOLE_TIMEOUT_MS);
     writers_t w;
     writers_start(&w, pool, WRITE_SQL);
     /* A's network goes silent (A is gone behind it), B is promoted. */
@@ -469,7 +473,7 @@ static void test_black_hole(void **state)
     test_sleep_ms(1000);
     writers_stop(&w);
     report("black-hole", recovered);
-    assert_true(recovered <= CONNECT_TIMEOUT_MS + 1000);
+    assert_true(recovered <= BLACK_HOLE_TIMEOUT_MS + 1000);
     assert_int_equal(atomic_load(&w.on_a_after_mark), 0);
     assert_int_equal(atomic_load(&w.in_recovery), 0);
     pool_destroy(pool);
@@ -482,7 +486,7 @@ static void test_standby_pool_sees_its_standby_promoted(void **state)
         skip();
     char hp[128];
     snprintf(hp, sizeof hp, "host=127.0.0.1,127.0.0.1 port=%d,%d", port_a, port_b);
-    pool_t *pool = pair_pool(hp, "standby", NULL);
+    pool_t *pool = pair_pool(hp, "standby", NULL, CONNECT_TIMEOUT_MS);
     writers_t w;
     writers_start(&w, pool, "SELECT pg_is_in_recovery()");
     assert_int_equal(atomic_load(&w.in_recovery), atomic_load(&w.ok)); /* readers on B */
