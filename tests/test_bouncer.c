@@ -6,7 +6,8 @@
  * two server connections), waiters are served first come first served, a
  * PgBouncer that is gone fails callers at once, a PAUSE / repoint / RELOAD /
  * RESUME switchover costs delay and no errors, and a SET in on_connect leaks
- * into other clients' sessions (why the README says never to).
+ * into other clients' sessions while a PREPARE there vanishes from the
+ * borrower's (why the README says never to do either).
  */
 #include "harness.h"
 
@@ -260,6 +261,30 @@ static void test_a_set_in_on_connect_leaks_to_other_clients(void **state)
     assert_true(bouncer("restart"));
 }
 
+static int prepare_in_on_connect(PGconn *c, void *arg)
+{
+    return test_exec_ok(c, "PREPARE pgpool_p AS SELECT 1") ? 0 : 1;
+}
+
+static void test_a_prepare_in_on_connect_vanishes(void **state)
+{
+    assert_true(bouncer("restart")); /* no server connection yet */
+    pool_t *pool = bouncer_pool(1, 1, prepare_in_on_connect);
+    /* Another client takes the one server connection the PREPARE ran on (its
+       transaction holds it); the borrower's next statement gets a new one. */
+    PGconn *other = PQconnectdb(dsn);
+    assert_true(run_within(other, "BEGIN; SELECT 1", 2000));
+    PGconn *c = pool_getconn(pool);
+    assert_non_null(c);
+    PGresult *r = PQexec(c, "EXECUTE pgpool_p");
+    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "26000"); /* no such statement */
+    PQclear(r);
+    pool_putconn(pool, c);
+    PQfinish(other);
+    pool_destroy(pool);
+    assert_true(bouncer("restart"));
+}
+
 int main(void)
 {
     dsn = getenv("PGPOOL_BOUNCER_DSN");
@@ -277,6 +302,7 @@ int main(void)
         cmocka_unit_test(test_a_bouncer_that_is_gone_fails_callers_at_once),
         cmocka_unit_test(test_a_switchover_costs_delay_not_errors),
         cmocka_unit_test(test_a_set_in_on_connect_leaks_to_other_clients),
+        cmocka_unit_test(test_a_prepare_in_on_connect_vanishes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
