@@ -240,8 +240,10 @@ int pool_detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max)
 {
     pool_unpark_all_locked(pool);
     int n = 0;
-    while (n < max && pool->idle_tail && pool->nopen > keep)
+    while (n < max && pool->idle_tail && pool->nopen > keep) {
+        pool->stats.closed_evicted += conn_stale(pool, pool->idle_tail); /* pool_evict's */
         out[n++] = pool_detach_locked(pool, pool->idle_tail);
+    }
     return n;
 }
 

@@ -129,6 +129,7 @@ static void test_shrinking_closes_idle_at_once_and_busy_ones_on_return(void **st
     pool_putconn(pool, held[3]);
     assert_pool_stats(pool, &st);
     assert_int_equal(st.closed, 4);
+    assert_int_equal(st.closed_evicted, 0); /* shrinking is no eviction */
     assert_int_equal(st.closed_broken, 0);
     assert_int_equal(st.total, 2);
     pool_destroy(pool);
@@ -253,6 +254,7 @@ static void test_evict_closes_idle_now_busy_on_return_and_refills(void **state)
     pool_stats_t st;
     assert_pool_stats(pool, &st);
     assert_int_equal(st.closed, 4);
+    assert_int_equal(st.closed_evicted, 4); /* two idle at the call, two in use */
     assert_int_equal(st.closed_broken, 0);
     assert_true(test_wait_idle(pool, 4, 5000));
     pool_destroy(pool);
