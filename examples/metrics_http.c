@@ -1,7 +1,7 @@
 /*
  * metrics_http.c - a pool under load, with its statistics served over HTTP
- * for Prometheus (/metrics, text format 0.0.4) and for people and scripts
- * (/metrics.json).  A scrape is one pool_get_stats snapshot, formatted with
+ * for Prometheus (/metrics, text format 0.0.4, the conninfo's hosts included)
+ * and for people and scripts (/metrics.json, /hosts.json).  A scrape is one pool_get_stats snapshot, formatted with
  * pool_stats_format; nothing here holds a pool lock.
  *
  *   ./metrics_http [CONNINFO] [-l address] [-p port] [-t threads] [-d seconds]
@@ -145,27 +145,53 @@ static void report(samples_t *per_thread, int threads)
     free(hold);
 }
 
-/* The body for path, malloc'd, or NULL for an unknown path. */
+/* The conninfo's hosts (open connections, down, connects, failures and
+   evictions of each), formatted after `before` bytes of body; NULL on failure. */
+static char *append_hosts(char *body, int before, pool_format_t fmt)
+{
+    pool_host_stats_t hs[16];
+    int n = pool_get_host_stats(pool, hs, 16);
+    if (n < 0) {
+        free(body);
+        return NULL;
+    }
+    n = n < 16 ? n : 16;
+    int need = pool_host_stats_format(hs, n, fmt, "demo", NULL, 0);
+    char *grown = need >= 0 ? realloc(body, (size_t)before + (size_t)need + 1) : NULL;
+    if (!grown) {
+        free(body);
+        return NULL;
+    }
+    pool_host_stats_format(hs, n, fmt, "demo", grown + before, (size_t)need + 1);
+    return grown;
+}
+
+/* The body for path, malloc'd, or NULL for an unknown path: /metrics (the
+   pool's metrics and its hosts'), /metrics.json, /hosts.json. */
 static char *render(const char *path, const char **type)
 {
     pool_format_t fmt;
+    bool hosts_only = strcmp(path, "/hosts.json") == 0;
     if (strcmp(path, "/metrics") == 0) {
         fmt = POOL_FORMAT_PROMETHEUS;
         *type = "text/plain; version=0.0.4; charset=utf-8";
-    } else if (strcmp(path, "/metrics.json") == 0) {
+    } else if (strcmp(path, "/metrics.json") == 0 || hosts_only) {
         fmt = POOL_FORMAT_JSON;
         *type = "application/json";
     } else {
         return NULL;
     }
+    if (hosts_only)
+        return append_hosts(NULL, 0, fmt);
     pool_stats_t st;
     if (pool_get_stats(pool, &st) != POOL_OK)
         return NULL;
     int need = pool_stats_format(&st, fmt, "demo", NULL, 0); /* size it first */
     char *body = need >= 0 ? malloc((size_t)need + 1) : NULL;
-    if (body)
-        pool_stats_format(&st, fmt, "demo", body, (size_t)need + 1);
-    return body;
+    if (!body)
+        return NULL;
+    pool_stats_format(&st, fmt, "demo", body, (size_t)need + 1);
+    return fmt == POOL_FORMAT_PROMETHEUS ? append_hosts(body, need, fmt) : body;
 }
 
 static void send_all(int fd, const char *p, size_t n)

@@ -43,6 +43,9 @@ promtool check metrics <"$dir/metrics.txt"
 grep -Eq '^pgpool_acquired_total\{pool="demo"\} [1-9][0-9]*$' "$dir/metrics.txt"
 grep -Eq '^pgpool_wait_seconds_bucket\{pool="demo",le="\+Inf"\} [1-9]' "$dir/metrics.txt"
 grep -Eq '^pgpool_max_size\{pool="demo"\} 4$' "$dir/metrics.txt"
+grep -Eq '^pgpool_host_connections\{pool="demo",host="[^"]*",port="[^"]*"\} [1-9]' "$dir/metrics.txt"
+curl -fsS "$base/hosts.json" | jq -e '.pool == "demo" and (.hosts | length) == 1
+       and .hosts[0].open > 0 and .hosts[0].connects > 0' >/dev/null
 
 curl -fsS -D "$dir/jheaders" -o "$dir/metrics.json" "$base/metrics.json"
 grep -qi '^content-type: application/json' "$dir/jheaders"
