@@ -809,12 +809,20 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
             now = clock_now_us();
             clock_stale = false;
         }
-        if (past_lifetime(pool, c, now)) {
+        /* Retired (a sibling's eviction found more than it closes at once)
+           or old: closed unvalidated, a retired one without waiting on a
+           server that may be gone. */
+        bool retired = conn_stale(pool, c);
+        if (retired || past_lifetime(pool, c, now)) {
+            bool graceful = !atomic_load_explicit(&c->evicted, memory_order_relaxed);
             PGconn *old = pool_detach_locked(pool, c);
-            pool->stats.closed_lifetime++;
+            if (retired)
+                pool->stats.closed_evicted++;
+            else
+                pool->stats.closed_lifetime++;
             pool_wake_workers_locked(pool);
             pool_unlock(pool);
-            pool_finish_closes(pool, &old, 1, true);
+            pool_finish_closes(pool, &old, 1, graceful);
             pthread_mutex_lock(&pool->lock);
             clock_stale = true;
             continue;
@@ -980,6 +988,12 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
     int nevicted = 0;
     if (discard) {
         to_close = pool_detach_locked(pool, c);
+    } else if (conn_stale(pool, c)) {
+        /* Retired while borrowed: closed as it is (no rollback, reset or
+           hook), without waiting on a server its host's eviction suspects. */
+        broken = atomic_load_explicit(&c->evicted, memory_order_relaxed);
+        to_close = pool_detach_locked(pool, c);
+        pool->stats.closed_evicted++;
     } else if (pool->cfg.on_checkin && !checkin_hook_accepts(pool, c)) {
         to_close = pool_detach_locked(pool, c);
     } else if (c->doom != DOOM_NONE) {

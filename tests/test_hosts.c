@@ -450,6 +450,7 @@ static void test_a_broken_connection_evicts_its_host_and_no_other(void **state)
     pool_putconn(pool, b[1]);
     pool_putconn(pool, a[1]); /* idle on the first host */
     int a0_pid = test_backend_pid(a[0]);
+    assert_true(test_exec_ok(a[0], "BEGIN"));
 
     /* a[2]'s backend goes away (57P01, the connection breaks): the first
        host's idle connection is closed at once, a[0] (in use) is left alone
@@ -469,6 +470,7 @@ static void test_a_broken_connection_evicts_its_host_and_no_other(void **state)
     pool_putconn(pool, a[0]);
     assert_pool_stats(pool, &st);
     assert_int_equal(st.closed_evicted, 2);
+    assert_int_equal(st.rollbacks, 0); /* retired: closed as it was, no ROLLBACK first */
     assert_int_equal(st.evictions, 1); /* a retired one does not evict again */
     assert_int_equal(host_stats(pool, 0).open, 0);
     /* What is left is the second host's two, idle and usable. */
