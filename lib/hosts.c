@@ -279,7 +279,8 @@ PGconn *hosts_connect(pool_t *pool, int *host, char *err, size_t errlen)
     const pool_hosts_t *h = &pool->hosts;
     /* This attempt's keyword/value arrays: every option libpq parsed with a
        value but the four set per host, then those four.  Two workers connect
-       at once: nothing shared is written. */
+       at once: the arrays are this call's own, and what is learnt of each
+       host (record_attempt) is written under pool->lock. */
     size_t nopts = 0;
     for (const PQconninfoOption *o = h->opts; o->keyword; o++)
         nopts++;

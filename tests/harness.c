@@ -3,12 +3,17 @@
  */
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -245,4 +250,91 @@ bool test_load_progress(test_load_t *load, long n, int timeout_ms)
         test_sleep_ms(2);
     }
     return true;
+}
+
+int test_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+test_run_t test_run_within(PGconn *conn, const char *sql, int ms, test_run_out_t *out)
+{
+    test_run_out_t ignored;
+    if (!out)
+        out = &ignored;
+    memset(out, 0, sizeof *out);
+    if (!PQsendQuery(conn, sql))
+        return TEST_RUN_FAILED;
+    int64_t deadline = test_now_ms() + ms;
+    test_run_t rc = TEST_RUN_OK;
+    bool first = true;
+    for (;;) {
+        while (PQisBusy(conn)) {
+            int64_t left = deadline - test_now_ms();
+            struct pollfd p = {.fd = PQsocket(conn), .events = POLLIN};
+            if (left <= 0 || poll(&p, 1, (int)left) == 0)
+                return TEST_RUN_TIMED_OUT;
+            if (!PQconsumeInput(conn))
+                break;
+        }
+        PGresult *r = PQgetResult(conn);
+        if (!r)
+            return PQstatus(conn) == CONNECTION_OK ? rc : TEST_RUN_FAILED;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_TUPLES_OK && first && PQntuples(r) > 0)
+            snprintf(out->first, sizeof out->first, "%s", PQgetvalue(r, 0, 0));
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            snprintf(out->sqlstate, sizeof out->sqlstate, "%s", state ? state : "");
+            rc = TEST_RUN_FAILED;
+        }
+        first = false;
+        PQclear(r);
+    }
+}
+
+pool_host_stats_t test_host_stats(pool_t *pool, int j)
+{
+    pool_host_stats_t hs[8];
+    int n = pool_get_host_stats(pool, hs, 8);
+    assert_in_range(j, 0, n - 1);
+    return hs[j];
+}
+
+static bool exec_on(const char *conninfo, const char *sql)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    bool ok = PQstatus(c) == CONNECTION_OK && test_exec_ok(c, sql);
+    PQfinish(c);
+    return ok;
+}
+
+void test_fence(const char *conninfo, bool on)
+{
+    assert_true(exec_on(conninfo, on ? "ALTER SYSTEM SET default_transaction_read_only = on"
+                                     : "ALTER SYSTEM RESET default_transaction_read_only"));
+    assert_true(exec_on(conninfo, "SELECT pg_reload_conf()"));
+    const char *want = on ? "on" : "off";
+    int64_t deadline = test_now_ms() + 10000;
+    for (;;) {
+        PGconn *c = PQconnectdb(conninfo);
+        PGresult *r = PQexec(c, "SHOW default_transaction_read_only");
+        bool seen = PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), want) == 0;
+        PQclear(r);
+        PQfinish(c);
+        if (seen)
+            return;
+        assert_true(test_now_ms() < deadline);
+        test_sleep_ms(20);
+    }
 }

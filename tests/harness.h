@@ -93,6 +93,29 @@ void test_load_stop(test_load_t *load);
 /* Waits (up to timeout_ms) until the load has done n more iterations. */
 bool test_load_progress(test_load_t *load, long n, int timeout_ms);
 
+/* A TCP port on 127.0.0.1 that nothing listens on just now; -1 on failure. */
+int test_free_port(void);
+
+/* Runs sql (one or more statements) and waits at most ms for every result:
+   a statement on a silent server (black hole) or one queued behind
+   PgBouncer's pool must not hang the test.  out (optional) gets the SQLSTATE
+   of a failed result and the first value of the first row returned. */
+typedef enum { TEST_RUN_OK, TEST_RUN_FAILED, TEST_RUN_TIMED_OUT } test_run_t;
+typedef struct test_run_out {
+    char sqlstate[6];
+    char first[64];
+} test_run_out_t;
+test_run_t test_run_within(PGconn *conn, const char *sql, int ms, test_run_out_t *out);
+
+/* One host's figures (index j in the conninfo) from pool_get_host_stats. */
+pool_host_stats_t test_host_stats(pool_t *pool, int j);
+
+/* default_transaction_read_only on the whole server conninfo names, as an
+   operator fences a demoted primary (on) or lifts the fence (off); returns
+   once new sessions see it: every backend has been signalled by then and
+   reloads before its next statement. */
+void test_fence(const char *conninfo, bool on);
+
 #define assert_pool_stats(pool, st) assert_int_equal(pool_get_stats((pool), (st)), POOL_OK)
 
 #endif

@@ -11,7 +11,6 @@
  */
 #include "harness.h"
 
-#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,29 +55,11 @@ static pool_t *bouncer_pool(int min, int max, int (*on_connect)(PGconn *, void *
     return pool;
 }
 
-/* Runs sql, bounded: false when it fails or has not finished in ms (PgBouncer
-   makes a query wait while its server connections are all taken). */
+/* sql done within ms: PgBouncer makes a query wait while its server
+   connections are all taken. */
 static bool run_within(PGconn *c, const char *sql, int ms)
 {
-    if (!PQsendQuery(c, sql))
-        return false;
-    int64_t deadline = test_now_ms() + ms;
-    bool ok = true;
-    for (;;) {
-        while (PQisBusy(c)) {
-            int64_t left = deadline - test_now_ms();
-            struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
-            if (left <= 0 || poll(&p, 1, (int)left) == 0)
-                return false;
-            if (!PQconsumeInput(c))
-                return false;
-        }
-        PGresult *r = PQgetResult(c);
-        if (!r)
-            return ok;
-        ok = ok && (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK);
-        PQclear(r);
-    }
+    return test_run_within(c, sql, ms, NULL) == TEST_RUN_OK;
 }
 
 /* Both of PgBouncer's server connections can be had: two transactions run

@@ -11,16 +11,11 @@
 #include "harness.h"
 #include "fault_proxy.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #define WRITERS 8
 #define CONNECT_TIMEOUT_MS 5000   /* generous: a loaded machine (sanitizers) is slow */
@@ -45,31 +40,26 @@ static bool harness(const char *fmt, ...)
     return system(cmd) == 0;
 }
 
-static int free_port(void)
+/* The conninfo of the node on port (a static buffer per call site is not
+   needed: each caller uses it at once). */
+static const char *node(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
+    static char ci[128];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d dbname=postgres user=postgres", port);
+    return ci;
 }
 
-static PGconn *connect_node(int port)
+/* Both nodes, A (reached on port a: A's own, or a proxy's) first, then B. */
+static const char *pair_hosts(int a)
 {
-    char ci[512];
-    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d dbname=postgres user=postgres", port);
-    return PQconnectdb(ci);
+    static char hp[128];
+    snprintf(hp, sizeof hp, "host=127.0.0.1,127.0.0.1 port=%d,%d", a, port_b);
+    return hp;
 }
 
 static bool node_exec(int port, const char *sql)
 {
-    PGconn *c = connect_node(port);
+    PGconn *c = PQconnectdb(node(port));
     bool ok = PQstatus(c) == CONNECTION_OK && test_exec_ok(c, sql);
     PQfinish(c);
     return ok;
@@ -79,10 +69,10 @@ static int pair_up(void **state)
 {
     if (!script)
         return 0;
-    port_a = free_port();
-    port_b = free_port();
+    port_a = test_free_port();
+    port_b = test_free_port();
     while (port_b == port_a)
-        port_b = free_port();
+        port_b = test_free_port();
     if (!harness("start %d %d", port_a, port_b) ||
         !node_exec(port_a, "CREATE TABLE failover_t (id bigserial PRIMARY KEY, v int)"))
         return -1;
@@ -103,26 +93,6 @@ static int pair_down(void **state)
     return 0;
 }
 
-/* default_transaction_read_only on A's whole server, as an operator fences a
-   primary; returns once new sessions see it (every backend has been
-   signalled by then, and reloads before its next statement). */
-static void fence_a(void)
-{
-    assert_true(node_exec(port_a, "ALTER SYSTEM SET default_transaction_read_only = on"));
-    assert_true(node_exec(port_a, "SELECT pg_reload_conf()"));
-    int64_t deadline = test_now_ms() + 10000;
-    for (;;) {
-        PGconn *c = connect_node(port_a);
-        bool on = test_query_int(c, "SELECT (current_setting('default_transaction_read_only') = "
-                                    "'on')::int") == 1;
-        PQfinish(c);
-        if (on)
-            return;
-        assert_true(test_now_ms() < deadline);
-        test_sleep_ms(20);
-    }
-}
-
 /* ---- the writers ------------------------------------------------------------ */
 
 typedef struct writers {
@@ -135,45 +105,11 @@ typedef struct writers {
     atomic_int failed_after_recovery; /* failures that began after first_ok_ms */
     atomic_int on_a_after_mark;       /* successes on A that began after the mark */
     atomic_int in_recovery;           /* successes that found pg_is_in_recovery() true */
+    atomic_int on_primary;            /* ... and false */
     atomic_int read_only_after_mark;  /* 25006 on a checkout that began after the mark */
     atomic_int econnect_fast_after_mark; /* pool_getconn failing at once with POOL_ECONNECT */
     pthread_t t[WRITERS];
 } writers_t;
-
-typedef enum { RUN_OK, RUN_FAILED, RUN_TIMED_OUT } run_t;
-
-/* Runs w->sql with a bound (a black-holed server never answers); *in_recovery
-   from the first result, *sqlstate from a failed one. */
-static run_t run_bounded(PGconn *c, const char *sql, bool *in_recovery, char *sqlstate)
-{
-    if (!PQsendQuery(c, sql))
-        return RUN_FAILED;
-    int64_t deadline = test_now_ms() + STATEMENT_MS;
-    run_t rc = RUN_OK;
-    bool first = true;
-    for (;;) {
-        while (PQisBusy(c)) {
-            int64_t left = deadline - test_now_ms();
-            struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
-            if (left <= 0 || poll(&p, 1, (int)left) == 0)
-                return RUN_TIMED_OUT;
-            if (!PQconsumeInput(c))
-                break;
-        }
-        PGresult *r = PQgetResult(c);
-        if (!r)
-            return PQstatus(c) == CONNECTION_OK ? rc : RUN_FAILED;
-        if (PQresultStatus(r) == PGRES_TUPLES_OK && first)
-            *in_recovery = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-        else if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
-            const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-            snprintf(sqlstate, 6, "%s", st ? st : "");
-            rc = RUN_FAILED;
-        }
-        first = false;
-        PQclear(r);
-    }
-}
 
 static void *writer_main(void *arg)
 {
@@ -183,13 +119,13 @@ static void *writer_main(void *arg)
         int64_t mark = atomic_load(&w->mark_ms);
         bool after_mark = mark > 0 && begun >= mark;
         PGconn *c = pool_getconn_timeout(w->pool, 2000);
-        run_t rc = RUN_FAILED;
-        bool in_recovery = false, on_a = false;
-        char sqlstate[6] = "";
+        test_run_t rc = TEST_RUN_FAILED;
+        test_run_out_t out = {0};
+        bool on_a = false;
         if (c) {
             on_a = atoi(PQport(c)) != port_b;
-            rc = run_bounded(c, w->sql, &in_recovery, sqlstate);
-            if (rc == RUN_TIMED_OUT)
+            rc = test_run_within(c, w->sql, STATEMENT_MS, &out);
+            if (rc == TEST_RUN_TIMED_OUT)
                 pool_discard(w->pool, c); /* a statement left in flight */
             else
                 pool_putconn(w->pool, c);
@@ -197,9 +133,10 @@ static void *writer_main(void *arg)
             atomic_fetch_add(&w->econnect_fast_after_mark, 1);
         }
         int64_t first_ok = atomic_load(&w->first_ok_ms);
-        if (rc == RUN_OK) {
+        if (rc == TEST_RUN_OK) {
+            bool in_recovery = strcmp(out.first, "t") == 0; /* pg_is_in_recovery() */
+            atomic_fetch_add(in_recovery ? &w->in_recovery : &w->on_primary, 1);
             atomic_fetch_add(&w->ok, 1);
-            atomic_fetch_add(&w->in_recovery, in_recovery);
             if (after_mark) {
                 atomic_fetch_add(&w->on_a_after_mark, on_a);
                 int64_t none = 0;
@@ -209,7 +146,7 @@ static void *writer_main(void *arg)
             atomic_fetch_add(&w->failed, 1);
             if (first_ok > 0 && begun > first_ok)
                 atomic_fetch_add(&w->failed_after_recovery, 1);
-            if (after_mark && strcmp(sqlstate, "25006") == 0)
+            if (after_mark && strcmp(out.sqlstate, "25006") == 0)
                 atomic_fetch_add(&w->read_only_after_mark, 1);
             test_sleep_ms(10); /* fail-fast callers would spin otherwise */
         }
@@ -240,9 +177,7 @@ static pool_t *pair_pool(const char *hosts_ports, const char *target, const char
 
 static pool_t *writers_pool(void)
 {
-    char hp[128];
-    snprintf(hp, sizeof hp, "host=127.0.0.1,127.0.0.1 port=%d,%d", port_a, port_b);
-    return pair_pool(hp, "read-write", NULL, CONNECT_TIMEOUT_MS);
+    return pair_pool(pair_hosts(port_a), "read-write", NULL, CONNECT_TIMEOUT_MS);
 }
 
 #define WRITE_SQL "SELECT pg_is_in_recovery(); INSERT INTO failover_t (v) VALUES (1)"
@@ -290,13 +225,6 @@ static void report(const char *scenario, int64_t ms)
     fflush(stdout);
 }
 
-static pool_host_stats_t host_stats(pool_t *pool, int j)
-{
-    pool_host_stats_t hs[2];
-    assert_int_equal(pool_get_host_stats(pool, hs, 2), 2);
-    return hs[j];
-}
-
 /* B promoted, the writers' mark set as the promotion begins: how long after
    the promotion returned the first write that began after the mark
    succeeded. */
@@ -333,8 +261,8 @@ static void test_clean_failover(void **state)
     assert_int_equal(atomic_load(&w.in_recovery), 0);
     pool_stats_t st;
     assert_pool_stats(pool, &st);
-    assert_int_equal(host_stats(pool, 0).open, 0); /* every connection on B */
-    assert_int_equal(host_stats(pool, 1).open, st.total);
+    assert_int_equal(test_host_stats(pool, 0).open, 0); /* every connection on B */
+    assert_int_equal(test_host_stats(pool, 1).open, st.total);
     assert_true(st.total > 0);
     pool_destroy(pool);
 }
@@ -351,27 +279,25 @@ static void test_old_primary_back_as_standby(void **state)
     /* Once A is no longer put last for failing, every connection is opened
        anew (A first), and A turns each away: nothing moves there. */
     int64_t deadline = test_now_ms() + 20000;
-    while (host_stats(pool, 0).down) {
+    while (test_host_stats(pool, 0).down) {
         assert_true(test_now_ms() < deadline);
         test_sleep_ms(50);
     }
-    int64_t t0 = test_now_ms();
     assert_int_equal(pool_evict(pool), POOL_OK);
     test_sleep_ms(2000);
     writers_stop(&w);
     assert_int_equal(atomic_load(&w.on_a_after_mark), 0);
     assert_int_equal(atomic_load(&w.in_recovery), 0);
-    assert_int_equal(host_stats(pool, 0).open, 0);
-    assert_true(host_stats(pool, 0).connect_errors >= 1);
+    assert_int_equal(test_host_stats(pool, 0).open, 0);
+    assert_true(test_host_stats(pool, 0).connect_errors >= 1);
     assert_int_equal(atomic_load(&w.failed_after_recovery), 0);
-    (void)t0;
     pool_destroy(pool);
 
     /* A alone: refused at once, with libpq's reason. */
     char hp[128];
     snprintf(hp, sizeof hp, "host=127.0.0.1 port=%d", port_a);
     pool = pair_pool(hp, "read-write", NULL, CONNECT_TIMEOUT_MS);
-    t0 = test_now_ms();
+    int64_t t0 = test_now_ms();
     PGconn *c = pool_getconn_timeout(pool, 5000);
     int64_t elapsed = test_now_ms() - t0;
     if (c)
@@ -389,8 +315,7 @@ static void test_fencing(void **state)
     if (!script)
         skip();
     /* Pings on every checkout, so that each hears of the fence. */
-    char hp[128];
-    snprintf(hp, sizeof hp, "host=127.0.0.1,127.0.0.1 port=%d,%d", port_a, port_b);
+    const char *hp = pair_hosts(port_a);
     pool_t *pool = pair_pool(hp, "read-write", "pool_ping_idle=0", CONNECT_TIMEOUT_MS);
     writers_t w;
     writers_start(&w, pool, WRITE_SQL);
@@ -406,7 +331,7 @@ static void test_fencing(void **state)
     PGconn *held = pool_getconn(quiet);
     assert_non_null(held);
 
-    fence_a();
+    test_fence(node(port_a), true);
     atomic_store(&w.mark_ms, test_now_ms());
     int64_t t0 = test_now_ms();
     /* The first ping hears of it: that connection and A's other idle ones
@@ -431,7 +356,7 @@ static void test_fencing(void **state)
     assert_int_equal(st.closed_role, 1);   /* that connection */
     assert_int_equal(st.evictions, 1);     /* and A's idle ones with it */
     assert_int_equal(st.closed_evicted, 2);
-    assert_int_equal(host_stats(quiet, 0).open, 0);
+    assert_int_equal(test_host_stats(quiet, 0).open, 0);
     pool_destroy(quiet);
 
     /* The writers' pool: no read-only session is handed out after its ping;
@@ -445,8 +370,8 @@ static void test_fencing(void **state)
     test_sleep_ms(1000);
     writers_stop(&w);
     assert_int_equal(atomic_load(&w.read_only_after_mark), 0);
-    assert_int_equal(host_stats(pool, 0).open, 0);
-    assert_int_equal(host_stats(pool, 1).open, 0);
+    assert_int_equal(test_host_stats(pool, 0).open, 0);
+    assert_int_equal(test_host_stats(pool, 1).open, 0);
     assert_pool_stats(pool, &st);
     assert_true(st.closed_role >= 1);
     assert_true(st.evictions >= 1);
@@ -461,9 +386,8 @@ static void test_black_hole(void **state)
     snprintf(sock, sizeof sock, "%s/.s.PGSQL.%d", dir, port_a);
     fault_proxy_t *proxy = proxy_start(sock);
     assert_non_null(proxy);
-    char hp[128];
-    snprintf(hp, sizeof hp, "host=127.0.0.1,127.0.0.1 port=%d,%d", proxy_port(proxy), port_b);
-    pool_t *pool = pair_pool(hp, "read-write", NULL, BLACK_HOLE_TIMEOUT_MS);
+    pool_t *pool = pair_pool(pair_hosts(proxy_port(proxy)), "read-write", NULL,
+                             BLACK_HOLE_TIMEOUT_MS);
     writers_t w;
     writers_start(&w, pool, WRITE_SQL);
     /* A's network goes silent (A is gone behind it), B is promoted. */
@@ -484,12 +408,11 @@ static void test_standby_pool_sees_its_standby_promoted(void **state)
 {
     if (!script)
         skip();
-    char hp[128];
-    snprintf(hp, sizeof hp, "host=127.0.0.1,127.0.0.1 port=%d,%d", port_a, port_b);
+    const char *hp = pair_hosts(port_a);
     pool_t *pool = pair_pool(hp, "standby", NULL, CONNECT_TIMEOUT_MS);
     writers_t w;
     writers_start(&w, pool, "SELECT pg_is_in_recovery()");
-    assert_int_equal(atomic_load(&w.in_recovery), atomic_load(&w.ok)); /* readers on B */
+    assert_int_equal(atomic_load(&w.on_primary), 0); /* readers on B */
     assert_true(harness("promote-b"));
     int64_t t0 = test_now_ms();
     atomic_store(&w.mark_ms, t0);
@@ -501,13 +424,11 @@ static void test_standby_pool_sees_its_standby_promoted(void **state)
         test_sleep_ms(5);
     }
     report("standby-promoted-fail-fast", test_now_ms() - t0);
-    int64_t settled = test_now_ms();
     int ok_then = atomic_load(&w.ok);
     test_sleep_ms(1000);
     writers_stop(&w);
-    (void)settled;
     assert_int_equal(atomic_load(&w.ok), ok_then); /* nothing served from a primary since */
-    assert_int_equal(host_stats(pool, 1).open, 0);
+    assert_int_equal(test_host_stats(pool, 1).open, 0);
     pool_stats_t st;
     assert_pool_stats(pool, &st);
     assert_true(st.closed_role >= 1);

@@ -207,30 +207,10 @@ static void test_several_hosts_without_target_session_attrs_warn(void **state)
     pool_destroy(pool);
 }
 
-/* Runs sql on a connection of its own; true when it succeeds. */
-static bool admin_exec(const char *sql)
-{
-    PGconn *c = PQconnectdb(getenv("PGPOOL_TEST_DSN"));
-    bool ok = PQstatus(c) == CONNECTION_OK && test_exec_ok(c, sql);
-    PQfinish(c);
-    return ok;
-}
-
-/* default_transaction_read_only on the whole server, as an operator fences a
-   demoted primary; returns once new sessions see it (the postmaster has
-   signalled every backend by then). */
+/* The test server fenced read-only, or not. */
 static void fence(bool on)
 {
-    assert_true(admin_exec(on ? "ALTER SYSTEM SET default_transaction_read_only = on"
-                              : "ALTER SYSTEM RESET default_transaction_read_only"));
-    assert_true(admin_exec("SELECT pg_reload_conf()"));
-    const char *want = on ? "SELECT (current_setting('default_transaction_read_only') = 'on')::int"
-                          : "SELECT (current_setting('default_transaction_read_only') = 'off')::int";
-    int64_t deadline = test_now_ms() + 10000;
-    while (test_admin_int(want) != 1) {
-        assert_true(test_now_ms() < deadline);
-        test_sleep_ms(20);
-    }
+    test_fence(getenv("PGPOOL_TEST_DSN"), on);
 }
 
 static int unfence(void **state)
@@ -352,14 +332,6 @@ static void test_a_fenced_server_is_left_after_the_next_ping(void **state)
     pool_destroy(pool);
 }
 
-/* One host's figures, by index in the conninfo. */
-static pool_host_stats_t host_stats(pool_t *pool, int j)
-{
-    pool_host_stats_t hs[4];
-    assert_int_equal(pool_get_host_stats(pool, hs, 4), 2);
-    return hs[j];
-}
-
 /* A pool on two hosts, the fault proxy (127.0.0.1) first and the Unix socket
    second, both the test server. */
 static pool_t *two_host_pool(const char *name, int connect_timeout_ms)
@@ -394,7 +366,7 @@ static void test_a_host_that_failed_goes_last_for_a_while(void **state)
     /* One attempt found the first host refusing; the next two went straight
        to the second, which is now preferred for a while (1 s, doubling on
        each failure, capped at 8 s). */
-    pool_host_stats_t a = host_stats(pool, 0), b = host_stats(pool, 1);
+    pool_host_stats_t a = test_host_stats(pool, 0), b = test_host_stats(pool, 1);
     assert_int_equal(a.connect_errors, 1);
     assert_int_equal(a.down, 1);
     assert_int_equal(a.open, 0);
@@ -408,7 +380,7 @@ static void test_a_host_that_failed_goes_last_for_a_while(void **state)
     /* Back, and its down time over: new connections go to it first again. */
     proxy_set_mode(proxy, PROXY_FORWARD);
     int64_t deadline = test_now_ms() + 5000;
-    while (host_stats(pool, 0).down) {
+    while (test_host_stats(pool, 0).down) {
         assert_true(test_now_ms() < deadline);
         test_sleep_ms(50);
     }
@@ -462,17 +434,17 @@ static void test_a_broken_connection_evicts_its_host_and_no_other(void **state)
     assert_int_equal(st.evictions, 1);
     assert_int_equal(st.closed_broken, 1);
     assert_int_equal(st.closed_evicted, 1);
-    assert_int_equal(host_stats(pool, 0).open, 1);
-    assert_int_equal(host_stats(pool, 0).evictions, 1);
-    assert_int_equal(host_stats(pool, 1).open, 2);
-    assert_int_equal(host_stats(pool, 1).evictions, 0);
+    assert_int_equal(test_host_stats(pool, 0).open, 1);
+    assert_int_equal(test_host_stats(pool, 0).evictions, 1);
+    assert_int_equal(test_host_stats(pool, 1).open, 2);
+    assert_int_equal(test_host_stats(pool, 1).evictions, 0);
     assert_int_equal(test_backend_pid(a[0]), a0_pid); /* never interrupted */
     pool_putconn(pool, a[0]);
     assert_pool_stats(pool, &st);
     assert_int_equal(st.closed_evicted, 2);
     assert_int_equal(st.rollbacks, 0); /* retired: closed as it was, no ROLLBACK first */
     assert_int_equal(st.evictions, 1); /* a retired one does not evict again */
-    assert_int_equal(host_stats(pool, 0).open, 0);
+    assert_int_equal(test_host_stats(pool, 0).open, 0);
     /* What is left is the second host's two, idle and usable. */
     PGconn *c[2];
     for (int i = 0; i < 2; i++) {

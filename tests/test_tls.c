@@ -6,32 +6,13 @@
  */
 #include "harness.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 static char dir[64];
 static int port;
 static bool ready;
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 static int harness(const char *cmd)
 {
@@ -45,7 +26,7 @@ static int start_tls_cluster(void **state)
     if (!getenv("PGPOOL_TEST_SCRIPT") || system("command -v openssl >/dev/null 2>&1") != 0)
         return 0; /* tests skip */
     snprintf(dir, sizeof dir, "/tmp/pgpool-tls.XXXXXX");
-    if (!mkdtemp(dir) || (port = free_port()) < 0)
+    if (!mkdtemp(dir) || (port = test_free_port()) < 0)
         return 0;
     ready = harness("tls-start") == 0;
     return 0;
