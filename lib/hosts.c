@@ -256,9 +256,7 @@ static void record_attempt(pool_t *pool, int j, bool ok)
         st->down_us = 0;
     } else {
         st->connect_errors++;
-        st->down_us = st->down_us == 0 ? POOL_HOST_DOWN_MIN_US : 2 * st->down_us;
-        if (st->down_us > POOL_HOST_DOWN_MAX_US)
-            st->down_us = POOL_HOST_DOWN_MAX_US;
+        st->down_us = backoff_next(st->down_us, POOL_HOST_DOWN_MIN_US, POOL_HOST_DOWN_MAX_US);
         st->down_until_us = clock_now_us() + st->down_us;
     }
     pool_unlock(pool);

@@ -365,6 +365,14 @@ static inline void pool_unlock(pool_t *pool)
     wake_pending();
 }
 
+/* The next delay of a capped exponential backoff: min after none, then
+   doubling, never above max. */
+static inline int64_t backoff_next(int64_t current_us, int64_t min_us, int64_t max_us)
+{
+    int64_t next = current_us == 0 ? min_us : 2 * current_us;
+    return next < max_us ? next : max_us;
+}
+
 static inline bool pool_is_live(const pool_t *pool)
 {
     return pool && pool->magic == POOL_MAGIC;

@@ -22,9 +22,7 @@ static void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t
     snprintf(pool->last_error, sizeof pool->last_error, "%s", msg);
     pool->connect_failing = true;
     pool->grow_wanted = 0; /* those callers are long gone */
-    pool->backoff_us = pool->backoff_us == 0 ? POOL_BACKOFF_MIN_US : pool->backoff_us * 2;
-    if (pool->backoff_us > POOL_BACKOFF_MAX_US)
-        pool->backoff_us = POOL_BACKOFF_MAX_US;
+    pool->backoff_us = backoff_next(pool->backoff_us, POOL_BACKOFF_MIN_US, POOL_BACKOFF_MAX_US);
     pool->backoff_until_us = now_us + pool->backoff_us;
     if (pool->nopen > 0 || pool->nconnecting > 0)
         return;
