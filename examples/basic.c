@@ -1,8 +1,10 @@
+/* SPDX-License-Identifier: MIT */
 /*
- * basic.c - the smallest correct use of pgpool: create a pool, borrow a
- * connection, run a query, return it, destroy the pool.
+ * basic.c - a first program: create a pool, borrow a connection, run a
+ * query, return it, read the pool's statistics, destroy the pool.  Errors
+ * are printed the documented way: pool_errmsg() says what failed and why.
  *
- *   ./basic "host=/tmp dbname=postgres"      (or set DATABASE_URL)
+ *   ./basic "host=/var/run/postgresql dbname=postgres"      (or set DATABASE_URL)
  */
 #include <pgpool.h>
 
@@ -18,18 +20,18 @@ int main(int argc, char **argv)
     }
 
     pool_config_t cfg;
-    pool_config_init(&cfg);
+    pool_config_init(&cfg); /* always first: every field gets its default */
     cfg.conninfo = conninfo;
     cfg.max_size = 4;
 
-    char err[256];
+    char err[POOL_ERRMSG_SIZE]; /* never truncated at this size */
     pool_t *pool = pool_create(&cfg, err, sizeof err);
     if (!pool) {
         fprintf(stderr, "pool_create: %s\n", err);
         return 1;
     }
 
-    PGconn *conn = pool_getconn(pool);
+    PGconn *conn = pool_getconn(pool); /* waits up to acquire_timeout_ms (30 s) */
     if (!conn) {
         fprintf(stderr, "pool_getconn: %s\n", pool_errmsg());
         pool_destroy(pool);
@@ -41,7 +43,15 @@ int main(int argc, char **argv)
     else
         fprintf(stderr, "query failed: %s", PQerrorMessage(conn));
     PQclear(res);
-    pool_putconn(pool, conn);
+    pool_putconn(pool, conn); /* or pool_discard() if the session is in doubt */
+
+    pool_stats_t st;
+    pool_get_stats(pool, &st);
+    printf("pool: %d open (%d idle, %d in use), %llu checkouts, %llu connections opened, "
+           "wait p99 <= %llu us\n",
+           st.total, st.idle, st.in_use, (unsigned long long)st.acquired,
+           (unsigned long long)st.connects,
+           (unsigned long long)pool_hist_percentile(&st.wait_hist, 0.99));
 
     pool_destroy(pool);
     return 0;

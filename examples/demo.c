@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * demo.c - N worker threads share a pool of M connections and run real
  * queries; one stats line a second, a summary at the end.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * failover.c - writers on a pool over a primary and its standby, printing
  * once a second how many writes succeeded and failed and on which host, so a

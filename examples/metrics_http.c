@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * metrics_http.c - a pool under load, with its statistics served over HTTP
  * for Prometheus (/metrics, text format 0.0.4, the conninfo's hosts included)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pgpool.h - an embeddable, thread-safe connection pool for libpq.
  *
@@ -25,10 +26,22 @@
  * connections: the inherited ones are dropped without sending anything on
  * their sockets, so the parent's sessions are untouched.
  *
- * ABI.  New config fields are only ever added at the end of pool_config_t and
- * new stats fields at the end of pool_stats_t.  Always fill a config with
- * pool_config_init() before setting fields, so a program built against an older
- * header keeps working with a newer library.
+ * ABI.  pgpool keeps a program built against an older header working with a
+ * newer library of the same major version (the SONAME, libpgpool.so.1).  A
+ * minor release may add functions, config fields at the end of pool_config_t
+ * and stats fields at the end of pool_stats_t and pool_host_stats_t; it never
+ * moves, removes or retypes one.  So that a struct can grow, the size the
+ * program was compiled with travels with every call that takes one:
+ * pool_config_init, pool_create, pool_get_stats, pool_stats_format,
+ * pool_get_host_stats and pool_host_stats_format are macros that pass
+ * sizeof(the struct) to a *_sized function.  The library reads and writes
+ * only that many bytes, gives a field the caller's struct lacks its default,
+ * and refuses a larger config whose unknown tail is not zero (a program
+ * built against a newer header than the library).  The plain names are
+ * exported too, for programs built against 1.0's header (which had no
+ * macros): they mean the struct sizes of version 1.0.  Always fill a config
+ * with pool_config_init() before setting fields, so new fields get their
+ * defaults.
  */
 #ifndef PGPOOL_H
 #define PGPOOL_H
@@ -42,8 +55,11 @@ extern "C" {
 #endif
 
 #define PGPOOL_VERSION_MAJOR 1
-#define PGPOOL_VERSION_MINOR 0
+#define PGPOOL_VERSION_MINOR 1
 #define PGPOOL_VERSION_PATCH 0
+/* One number for comparisons: 10000 * major + 100 * minor + patch (10100). */
+#define PGPOOL_VERSION_NUMBER \
+    (PGPOOL_VERSION_MAJOR * 10000 + PGPOOL_VERSION_MINOR * 100 + PGPOOL_VERSION_PATCH)
 
 #if defined(PGPOOL_BUILDING) && defined(__GNUC__)
 #define POOL_EXTERN __attribute__((visibility("default")))
@@ -78,6 +94,10 @@ typedef enum pool_err {
     POOL_ERRNO_MAP(POOL_ERR_ENUM)
 #undef POOL_ERR_ENUM
 } pool_err_t;
+
+/* pool_errmsg() and the message pool_create writes into errbuf are at most
+   this long, the NUL included: an errbuf of this size is never truncated. */
+#define POOL_ERRMSG_SIZE 512
 
 /* Levels passed to on_log. */
 #define POOL_LOG_ERROR 0
@@ -185,8 +205,11 @@ typedef struct pool_stats {
 /* ------------------------------------------------------------------------ */
 
 /* Fills every field of *cfg with its default (conninfo NULL).  Never fails;
-   does nothing when cfg is NULL.  Call it before setting any field. */
+   does nothing when cfg is NULL.  Call it before setting any field.  A macro
+   over pool_config_init_sized (see ABI at the top). */
 POOL_EXTERN void pool_config_init(pool_config_t *cfg);
+POOL_EXTERN void pool_config_init_sized(pool_config_t *cfg, size_t size);
+#define pool_config_init(cfg) pool_config_init_sized((cfg), sizeof(pool_config_t))
 
 /* ------------------------------------------------------------------------ */
 /* Create and destroy                                                       */
@@ -209,8 +232,13 @@ POOL_EXTERN void pool_config_init(pool_config_t *cfg);
    errbuf (when errbuf is not NULL, truncated to errlen bytes including the NUL)
    naming the bad field or giving libpq's reason when the first connection
    cannot be opened; pool_errcode() says POOL_EINVAL, POOL_ECONNECT or
-   POOL_ENOMEM.  Starts the pool's background threads.  Thread-safe. */
+   POOL_ENOMEM.  Starts the pool's background threads.  Thread-safe.  A
+   macro over pool_create_sized (see ABI at the top). */
 POOL_EXTERN pool_t *pool_create(const pool_config_t *cfg, char *errbuf, size_t errlen);
+POOL_EXTERN pool_t *pool_create_sized(const pool_config_t *cfg, size_t size, char *errbuf,
+                                      size_t errlen);
+#define pool_create(cfg, errbuf, errlen) \
+    pool_create_sized((cfg), sizeof(pool_config_t), (errbuf), (errlen))
 
 /* Marks the pool closed, wakes every caller waiting in pool_getconn (they fail
    with POOL_ECLOSED) and waits for them to leave, stops the background threads
@@ -302,10 +330,14 @@ POOL_EXTERN int pool_resume(pool_t *pool);
 POOL_EXTERN pool_err_t pool_errcode(void);
 
 /* A human-readable message for this thread's last failure, in lower case, never
-   containing a password; "" if none.  Valid until this thread's next pool call. */
+   containing a password; "" if none.  Valid until this thread's next pool call.
+   It is the whole story (what failed and why: "could not open connection:
+   <libpq's reason>"): print it alone, not after pool_strerror(), which
+   would say the first half twice. */
 POOL_EXTERN const char *pool_errmsg(void);
 
-/* A static description of err; "unknown error" for a value outside the enum. */
+/* A static description of err, for when only the code is at hand; "unknown
+   error" for a value outside the enum. */
 POOL_EXTERN const char *pool_strerror(pool_err_t err);
 
 /* ------------------------------------------------------------------------ */
@@ -314,8 +346,11 @@ POOL_EXTERN const char *pool_strerror(pool_err_t err);
 
 /* Copies one consistent snapshot of the pool's gauges and counters into *out,
    taken under the pool's lock (never blocks on the network).  Returns POOL_OK,
-   or POOL_EINVAL for a NULL argument.  Thread-safe. */
+   or POOL_EINVAL for a NULL argument.  Thread-safe.  A macro over
+   pool_get_stats_sized (see ABI at the top). */
 POOL_EXTERN int pool_get_stats(pool_t *pool, pool_stats_t *out);
+POOL_EXTERN int pool_get_stats_sized(pool_t *pool, pool_stats_t *out, size_t size);
+#define pool_get_stats(pool, out) pool_get_stats_sized((pool), (out), sizeof(pool_stats_t))
 
 /* One host of the conninfo, as pool_get_host_stats reports it. */
 typedef struct pool_host_stats {
@@ -335,8 +370,12 @@ typedef struct pool_host_stats {
    (more than max: only max were written; out may be NULL when max is 0), or
    -1 with pool_errcode() POOL_EINVAL for a pool that is NULL or not live, a
    negative max, or a NULL out with max > 0.  Never blocks on the network;
-   thread-safe. */
+   thread-safe.  A macro over pool_get_host_stats_sized (see ABI at the top). */
 POOL_EXTERN int pool_get_host_stats(pool_t *pool, pool_host_stats_t *out, int max);
+POOL_EXTERN int pool_get_host_stats_sized(pool_t *pool, pool_host_stats_t *out, int max,
+                                          size_t size);
+#define pool_get_host_stats(pool, out, max) \
+    pool_get_host_stats_sized((pool), (out), (max), sizeof(pool_host_stats_t))
 
 typedef enum pool_format { POOL_FORMAT_PROMETHEUS, POOL_FORMAT_JSON } pool_format_t;
 
@@ -346,9 +385,15 @@ typedef enum pool_format { POOL_FORMAT_PROMETHEUS, POOL_FORMAT_JSON } pool_forma
    len bytes including the terminating NUL (buf may be NULL when len is 0) and
    returns the length the whole text needs, without the NUL; -1 with
    pool_errcode() POOL_EINVAL for a NULL s or name, an unknown format, or a NULL
-   buf with len > 0.  Never blocks; thread-safe. */
+   buf with len > 0.  Never blocks; thread-safe.  A macro over
+   pool_stats_format_sized (see ABI at the top): a field the caller's struct
+   lacks is left out of the text. */
 POOL_EXTERN int pool_stats_format(const pool_stats_t *s, pool_format_t fmt, const char *name,
                                   char *buf, size_t len);
+POOL_EXTERN int pool_stats_format_sized(const pool_stats_t *s, size_t size, pool_format_t fmt,
+                                        const char *name, char *buf, size_t len);
+#define pool_stats_format(s, fmt, name, buf, len) \
+    pool_stats_format_sized((s), sizeof(pool_stats_t), (fmt), (name), (buf), (len))
 
 /* Writes n host snapshots from pool_get_host_stats as text labelled with pool
    name `name`, like pool_stats_format: Prometheus gauges
@@ -358,15 +403,33 @@ POOL_EXTERN int pool_stats_format(const pool_stats_t *s, pool_format_t fmt, cons
    JSON object {"pool":name,"hosts":[{"host","port","open","down","connects",
    "connect_errors","evictions"}...]}.  Returns the length the whole text needs;
    -1 with POOL_EINVAL for a NULL name, a NULL hs with n > 0, a negative n, an
-   unknown format, or a NULL buf with len > 0.  Never blocks; thread-safe. */
+   unknown format, or a NULL buf with len > 0.  Never blocks; thread-safe.  A
+   macro over pool_host_stats_format_sized (see ABI at the top). */
 POOL_EXTERN int pool_host_stats_format(const pool_host_stats_t *hs, int n, pool_format_t fmt,
                                        const char *name, char *buf, size_t len);
+POOL_EXTERN int pool_host_stats_format_sized(const pool_host_stats_t *hs, int n, size_t size,
+                                             pool_format_t fmt, const char *name, char *buf,
+                                             size_t len);
+#define pool_host_stats_format(hs, n, fmt, name, buf, len) \
+    pool_host_stats_format_sized((hs), (n), sizeof(pool_host_stats_t), (fmt), (name), (buf), (len))
 
 /* The q-quantile (q clamped to [0, 1]) of h: the upper bound in us (2^i) of the
    first bucket i at which the running count reaches max(1, ceil(q * count));
    UINT64_MAX when that is the last, unbounded bucket; 0 for NULL or an empty
    histogram.  Pure function of *h; thread-safe. */
 POOL_EXTERN uint64_t pool_hist_percentile(const pool_hist_t *h, double q);
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The version of the library the program runs against, as
+   PGPOOL_VERSION_NUMBER (which is the header's): a program may refuse to run
+   on a library older than the header it was built with.  Thread-safe. */
+POOL_EXTERN unsigned pool_version(void);
+
+/* The same as "major.minor.patch", a static string.  Thread-safe. */
+POOL_EXTERN const char *pool_version_string(void);
 
 #ifdef __cplusplus
 }

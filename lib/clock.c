@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * clock.c - time for deadlines and statistics.
  *
@@ -8,7 +9,7 @@
 
 #include <time.h>
 
-int64_t clock_now_us(void)
+int64_t pool__clock_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -16,7 +17,7 @@ int64_t clock_now_us(void)
 }
 
 /* For pthread_cond_timedwait on a condition variable set to CLOCK_MONOTONIC. */
-struct timespec clock_abs_timespec(int64_t deadline_us)
+struct timespec pool__clock_abs_timespec(int64_t deadline_us)
 {
     struct timespec ts;
     ts.tv_sec = (time_t)(deadline_us / 1000000);
@@ -27,7 +28,7 @@ struct timespec clock_abs_timespec(int64_t deadline_us)
 /* A poll() timeout that ends at the deadline, rounded up so a poll never
    returns just short of it and spins, capped at slice_ms so the caller can
    look at a stop flag now and then. */
-int clock_poll_timeout_ms(int64_t deadline_us, int64_t now_us, int slice_ms)
+int pool__clock_poll_timeout_ms(int64_t deadline_us, int64_t now_us, int slice_ms)
 {
     int64_t left = deadline_us - now_us;
     if (left <= 0)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * config.c - defaults and validation of pool_config_t.
  *
@@ -10,10 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-void pool_config_init(pool_config_t *cfg)
+static void config_defaults(pool_config_t *cfg)
 {
-    if (!cfg)
-        return;
     memset(cfg, 0, sizeof *cfg);
     cfg->min_size = 1;
     cfg->max_size = 10;
@@ -28,6 +27,43 @@ void pool_config_init(pool_config_t *cfg)
     cfg->leak_timeout_ms = 0;
 }
 
+/* Writes exactly `size` bytes: the caller's struct may be older (smaller)
+   than ours, or newer (its unknown tail zeroed). */
+void pool_config_init_sized(pool_config_t *cfg, size_t size)
+{
+    if (!cfg || size < POOL_CONFIG_SIZE_MIN)
+        return;
+    pool_config_t defaults;
+    config_defaults(&defaults);
+    pool__copy_out(cfg, size, &defaults, sizeof defaults);
+}
+
+/* The caller's config of `size` bytes as a whole one of ours: fields its
+   struct lacks get their defaults.  A larger struct (built against a newer
+   header than this library) is refused unless what we do not know is zero,
+   so that a setting is never silently ignored. */
+pool_err_t pool__config_from_caller(const pool_config_t *cfg, size_t size, pool_config_t *out,
+                                    char *errbuf, size_t errlen)
+{
+    if (size < POOL_CONFIG_SIZE_MIN) {
+        snprintf(errbuf, errlen, "config size %zu is smaller than any pgpool header's (%zu)", size,
+                 (size_t)POOL_CONFIG_SIZE_MIN);
+        return POOL_EINVAL;
+    }
+    config_defaults(out);
+    memcpy(out, cfg, size < sizeof *out ? size : sizeof *out);
+    for (size_t i = sizeof *out; i < size; i++) {
+        if (((const unsigned char *)cfg)[i] != 0) {
+            snprintf(errbuf, errlen,
+                     "config sets a field this library (pgpool %s) does not know, at byte %zu of "
+                     "%zu: the program was built against a newer pgpool.h",
+                     pool_version_string(), i, size);
+            return POOL_EINVAL;
+        }
+    }
+    return POOL_OK;
+}
+
 #define CHECK(cond, ...)                                \
     do {                                                \
         if (!(cond)) {                                  \
@@ -38,7 +74,7 @@ void pool_config_init(pool_config_t *cfg)
 
 /* POOL_OK, or POOL_EINVAL with a message naming the field in errbuf.  The
    conninfo check reports libpq's reason, scrubbed of the password. */
-int config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen)
+int pool__config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen)
 {
     CHECK(cfg, "config is NULL");
     CHECK(cfg->conninfo, "conninfo is required");
@@ -66,8 +102,8 @@ int config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen)
     PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, &err);
     if (!opts) {
         char reason[POOL_MSG_LEN];
-        pool_t scrubber = {.password = pool_password_of(cfg->conninfo)};
-        pool_copy_libpq_message(&scrubber, reason, sizeof reason, err ? err : "out of memory");
+        pool_t scrubber = {.password = pool__password_of(cfg->conninfo)};
+        pool__copy_libpq_message(&scrubber, reason, sizeof reason, err ? err : "out of memory");
         free(scrubber.password);
         PQfreemem(err);
         snprintf(errbuf, errlen, "invalid conninfo: %s", reason);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * conn.c - opening, validating, resetting and closing one connection.
  *
@@ -24,8 +25,8 @@ static void notice_to_log(void *arg, const char *message)
 {
     char msg[POOL_MSG_LEN];
     const pool_t *pool = arg;
-    pool_copy_libpq_message(pool, msg, sizeof msg, message);
-    pool_log(pool, POOL_LOG_INFO, "server notice: %s", msg);
+    pool__copy_libpq_message(pool, msg, sizeof msg, message);
+    pool__log(pool, POOL_LOG_INFO, "server notice: %s", msg);
 }
 
 /* Waits until fd is ready for events or the deadline passes.  1 = ready,
@@ -33,13 +34,13 @@ static void notice_to_log(void *arg, const char *message)
 static int wait_socket(PGconn *pg, short events, int64_t deadline_us, const atomic_bool *stopping)
 {
     for (;;) {
-        int64_t now = clock_now_us();
+        int64_t now = pool__clock_now_us();
         if (now >= deadline_us || (stopping && atomic_load_explicit(stopping, memory_order_relaxed)))
             return 0;
         struct pollfd pfd = {.fd = PQsocket(pg), .events = events};
         if (pfd.fd < 0)
             return -1;
-        int r = poll(&pfd, 1, clock_poll_timeout_ms(deadline_us, now, IO_SLICE_MS));
+        int r = poll(&pfd, 1, pool__clock_poll_timeout_ms(deadline_us, now, IO_SLICE_MS));
         if (r > 0)
             return 1;
         if (r < 0 && errno != EINTR)
@@ -50,19 +51,19 @@ static int wait_socket(PGconn *pg, short events, int64_t deadline_us, const atom
 static PGconn *open_failed(PGconn *pg, const pool_t *pool, char *reason, size_t len,
                            const char *why)
 {
-    pool_copy_libpq_message(pool, reason, len, why ? why : PQerrorMessage(pg));
+    pool__copy_libpq_message(pool, reason, len, why ? why : PQerrorMessage(pg));
     if (pg)
-        conn_close(pg);
+        pool__conn_close(pg);
     return NULL;
 }
 
 /* Opens one connection (to one host: hosts.c picks it) with
    PQconnectStartParams/PQconnectPoll, bounded by connect_timeout_ms, then
    runs on_connect.  NULL with libpq's reason, scrubbed, in reason. */
-PGconn *conn_open_params(pool_t *pool, const char *const *keywords, const char *const *values,
+PGconn *pool__conn_open_params(pool_t *pool, const char *const *keywords, const char *const *values,
                          char *reason, size_t len)
 {
-    int64_t deadline = clock_now_us() + (int64_t)pool->cfg.connect_timeout_ms * 1000;
+    int64_t deadline = pool__clock_now_us() + (int64_t)pool->cfg.connect_timeout_ms * 1000;
 
     PGconn *pg = PQconnectStartParams(keywords, values, 0);
     if (!pg)
@@ -92,7 +93,7 @@ PGconn *conn_open_params(pool_t *pool, const char *const *keywords, const char *
     if (pool->cfg.on_connect) {
         if (pool->cfg.on_connect(pg, pool->cfg.arg) != 0)
             return open_failed(pg, pool, reason, len, "on_connect rejected the connection");
-        if (conn_check_nowait(pg, false) != CONN_ALIVE)
+        if (pool__conn_check_nowait(pg, false) != CONN_ALIVE)
             return open_failed(pg, pool, reason, len,
                                "on_connect left the connection broken, busy or inside a transaction");
     }
@@ -105,7 +106,7 @@ PGconn *conn_open_params(pool_t *pool, const char *const *keywords, const char *
    a terminated backend sends its FATAL error before it closes the socket, and
    libpq reports that error on an idle connection only as a notice, leaving the
    status at CONNECTION_OK. */
-conn_health_t conn_check_nowait(PGconn *pg, bool poll_socket)
+conn_health_t pool__conn_check_nowait(PGconn *pg, bool poll_socket)
 {
     /* PQTRANS_IDLE also says the status is CONNECTION_OK and no query is in
        flight (libpq reports PQTRANS_ACTIVE then): PQisBusy would add only
@@ -131,7 +132,7 @@ conn_health_t conn_check_nowait(PGconn *pg, bool poll_socket)
 /* Runs sql and reads every result, never blocking past deadline_us.  True when
    every result succeeded and the connection is idle again (and back in
    blocking mode).  On false the connection is in an unknown state: close it. */
-bool conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us)
+bool pool__conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us)
 {
     if (PQsetnonblocking(pg, 1) != 0 || !PQsendQuery(pg, sql))
         return false;
@@ -168,7 +169,7 @@ done:
 }
 
 /* Closes a connection without ever blocking on its socket. */
-void conn_close(PGconn *pg)
+void pool__conn_close(PGconn *pg)
 {
     PQsetnonblocking(pg, 1);
     PQfinish(pg);
@@ -179,20 +180,20 @@ void conn_close(PGconn *pg)
    socket.  Only then does the backend leave pg_stat_activity, so a pool that
    frees the slot afterwards never has more backends on the server than
    max_size + max_overflow, not even for a moment. */
-void conn_close_and_wait(PGconn *pg, int64_t deadline_us)
+void pool__conn_close_and_wait(PGconn *pg, int64_t deadline_us)
 {
     int fd = PQsocket(pg) >= 0 ? fcntl(PQsocket(pg), F_DUPFD_CLOEXEC, 0) : -1;
-    conn_close(pg);
+    pool__conn_close(pg);
     if (fd < 0)
         return;
     char sink[512];
     for (;;) {
-        int64_t now = clock_now_us();
+        int64_t now = pool__clock_now_us();
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int r = poll(&pfd, 1, clock_poll_timeout_ms(deadline_us, now, IO_SLICE_MS));
+        int r = poll(&pfd, 1, pool__clock_poll_timeout_ms(deadline_us, now, IO_SLICE_MS));
         if (r < 0 && errno == EINTR)
             continue;
-        if (r < 0 || (r == 0 && clock_now_us() >= deadline_us))
+        if (r < 0 || (r == 0 && pool__clock_now_us() >= deadline_us))
             break;
         if (r == 0)
             continue;
@@ -207,7 +208,7 @@ void conn_close_and_wait(PGconn *pg, int64_t deadline_us)
    socket, which the parent still uses.  /dev/null takes the socket's place, so
    the Terminate message PQfinish writes goes nowhere and the parent's session
    lives on. */
-void conn_drop_silently(PGconn *pg)
+void pool__conn_drop_silently(PGconn *pg)
 {
     int fd = PQsocket(pg);
     if (fd >= 0) {
@@ -217,5 +218,5 @@ void conn_drop_silently(PGconn *pg)
             close(devnull);
         }
     }
-    conn_close(pg);
+    pool__conn_close(pg);
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * conn_map.c - finds the pool_conn_t of a returned PGconn in O(1).
  *
@@ -20,7 +21,7 @@ static size_t slot_of(const conn_map_t *map, const PGconn *pg)
     return (size_t)h & map->mask;
 }
 
-int conn_map_init(conn_map_t *map, size_t max_entries)
+int pool__conn_map_init(conn_map_t *map, size_t max_entries)
 {
     size_t cap = 16;
     while (cap < 2 * max_entries)
@@ -32,13 +33,13 @@ int conn_map_init(conn_map_t *map, size_t max_entries)
     return POOL_OK;
 }
 
-void conn_map_free(conn_map_t *map)
+void pool__conn_map_free(conn_map_t *map)
 {
     free(map->slots);
     map->slots = NULL;
 }
 
-pool_conn_t *conn_map_find(const conn_map_t *map, const PGconn *pg)
+pool_conn_t *pool__conn_map_find(const conn_map_t *map, const PGconn *pg)
 {
     for (size_t i = slot_of(map, pg);; i = (i + 1) & map->mask) {
         pool_conn_t *c = map->slots[i];
@@ -47,7 +48,7 @@ pool_conn_t *conn_map_find(const conn_map_t *map, const PGconn *pg)
     }
 }
 
-void conn_map_insert(conn_map_t *map, pool_conn_t *c)
+void pool__conn_map_insert(conn_map_t *map, pool_conn_t *c)
 {
     size_t i = slot_of(map, c->pg);
     while (map->slots[i])
@@ -55,7 +56,7 @@ void conn_map_insert(conn_map_t *map, pool_conn_t *c)
     map->slots[i] = c;
 }
 
-void conn_map_remove(conn_map_t *map, const PGconn *pg)
+void pool__conn_map_remove(conn_map_t *map, const PGconn *pg)
 {
     size_t i = slot_of(map, pg);
     while (map->slots[i] && map->slots[i]->pg != pg)
@@ -78,15 +79,15 @@ void conn_map_remove(conn_map_t *map, const PGconn *pg)
 }
 
 /* Rehashes into a table for max_entries; the old one is kept on failure. */
-int conn_map_resize(conn_map_t *map, size_t max_entries)
+int pool__conn_map_resize(conn_map_t *map, size_t max_entries)
 {
     conn_map_t bigger;
-    if (conn_map_init(&bigger, max_entries) != POOL_OK)
+    if (pool__conn_map_init(&bigger, max_entries) != POOL_OK)
         return POOL_ENOMEM;
     for (size_t i = 0; i <= map->mask; i++)
         if (map->slots[i])
-            conn_map_insert(&bigger, map->slots[i]);
-    conn_map_free(map);
+            pool__conn_map_insert(&bigger, map->slots[i]);
+    pool__conn_map_free(map);
     *map = bigger;
     return POOL_OK;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * error.c - per-thread errors, messages, logging and password scrubbing.
  *
@@ -38,13 +39,13 @@ const char *pool_errmsg(void)
     return tl_msg;
 }
 
-void pool_set_error_msg(pool_err_t code, const char *msg)
+void pool__set_error_msg(pool_err_t code, const char *msg)
 {
     tl_code = code;
     snprintf(tl_msg, sizeof tl_msg, "%s", msg);
 }
 
-void pool_set_error(pool_err_t code, const char *fmt, ...)
+void pool__set_error(pool_err_t code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -79,7 +80,7 @@ static void pool_scrub(const pool_t *pool, char *msg)
 /* Copies a libpq message on one line: each run of newlines, tabs and spaces
    becomes one space, none at the end; then scrubs it. dst holds POOL_MSG_LEN
    bytes. */
-void pool_copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg)
+void pool__copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg)
 {
     const char *src = libpq_msg && *libpq_msg ? libpq_msg : "unknown libpq error";
     size_t n = 0;
@@ -103,7 +104,7 @@ static void default_log(int level, const char *msg)
 }
 
 /* Never call with pool->lock held: on_log may call back into the pool. */
-void pool_log(const pool_t *pool, int level, const char *fmt, ...)
+void pool__log(const pool_t *pool, int level, const char *fmt, ...)
 {
     char msg[POOL_MSG_LEN];
     va_list ap;
@@ -153,7 +154,7 @@ static char *password_by_hand(const char *conninfo)
 }
 
 /* The password in conninfo, malloc'd, or NULL when it has none. */
-char *pool_password_of(const char *conninfo)
+char *pool__password_of(const char *conninfo)
 {
     char *err = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &err);

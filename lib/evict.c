@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * evict.c - retiring every connection to a host that failed.
  *
@@ -18,14 +19,14 @@
 #include "pool_internal.h"
 
 /* Detaches up to max idle connections retired by an eviction, for
-   pool_finish_closes; returns how many. */
-int evict_detach_idle_locked(pool_t *pool, PGconn **out, int max)
+   pool__finish_closes; returns how many. */
+int pool__evict_detach_idle_locked(pool_t *pool, PGconn **out, int max)
 {
     int n = 0;
     for (pool_conn_t *c = pool->idle_tail, *prev; c && n < max; c = prev) {
         prev = c->prev;
         if (atomic_load_explicit(&c->evicted, memory_order_relaxed)) {
-            out[n++] = pool_detach_locked(pool, c);
+            out[n++] = pool__detach_locked(pool, c);
             pool->stats.closed_evicted++;
         }
     }
@@ -34,31 +35,31 @@ int evict_detach_idle_locked(pool_t *pool, PGconn **out, int max)
 
 /* Retires every connection open to host (the one that failed is already
    detached by the caller) and detaches up to max idle ones into out. */
-int evict_host_locked(pool_t *pool, int host, PGconn **out, int max)
+int pool__evict_host_locked(pool_t *pool, int host, PGconn **out, int max)
 {
     pool->stats.evictions++;
     pool->host_state[host].evictions++;
     /* Marked before parked ones are moved to the idle list: a thread parking
-       its connection meanwhile sees the mark (fast_return) or is unparked. */
+       its connection meanwhile sees the mark (pool__fast_return) or is unparked. */
     for (pool_conn_t *c = pool->all_slots; c; c = c->all_next)
         if (c->host == host && atomic_load_explicit(&c->state, memory_order_relaxed) != CONN_FREE &&
             !conn_inherited(pool, c))
             atomic_store(&c->evicted, true);
-    pool_unpark_all_locked(pool);
-    return evict_detach_idle_locked(pool, out, max);
+    pool__unpark_all_locked(pool);
+    return pool__evict_detach_idle_locked(pool, out, max);
 }
 
-/* Closes what evict_host_locked detached, then the rest of the host's idle
+/* Closes what pool__evict_host_locked detached, then the rest of the host's idle
    connections batch by batch.  They are dropped, not closed gracefully: the
    server may be gone or unreachable. */
-void evict_finish(pool_t *pool, PGconn **batch, int n)
+void pool__evict_finish(pool_t *pool, PGconn **batch, int n)
 {
     while (n > 0) {
-        pool_finish_closes(pool, batch, n, false);
+        pool__finish_closes(pool, batch, n, false);
         if (n < POOL_EVICT_BATCH)
             return;
         pthread_mutex_lock(&pool->lock);
-        n = evict_detach_idle_locked(pool, batch, POOL_EVICT_BATCH);
+        n = pool__evict_detach_idle_locked(pool, batch, POOL_EVICT_BATCH);
         pool_unlock(pool);
     }
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fast.c - borrowing and returning without the lock.
  *
@@ -14,10 +15,10 @@
  * The handshake with callers that start to wait, which must never sleep while
  * a connection sits parked: such a caller, under the lock, queues itself,
  * closes the gate (pool->fast_ok = false) and then takes what is parked
- * (pool_unpark_all_locked); a returning thread parks (seq_cst) and then reads
+ * (pool__unpark_all_locked); a returning thread parks (seq_cst) and then reads
  * the gate (seq_cst).  In the single order of seq_cst operations, either the
  * caller's scan sees the parked connection, or the returner sees the gate
- * closed and returns the connection the locked way (pool_settle).  The
+ * closed and returns the connection the locked way (pool__settle).  The
  * same handshake with pool->maybe_parked lets lock holders skip the scan when
  * nothing was parked since the last one.
  */
@@ -35,13 +36,13 @@ static _Thread_local struct {
                                                      of static TLS, which glibc keeps
                                                      spare even for a dlopen'ed library */
 
-void fast_remember(const pool_t *pool, pool_conn_t *c)
+void pool__fast_remember(const pool_t *pool, pool_conn_t *c)
 {
     mine.pool_id = pool->id;
     mine.c = c;
 }
 
-pool_conn_t *fast_mine(const pool_t *pool)
+pool_conn_t *pool__fast_mine(const pool_t *pool)
 {
     return mine.pool_id == pool->id ? mine.c : NULL;
 }
@@ -69,7 +70,7 @@ static inline void shard_end(conn_shard_t *sh)
 
 /* Adds the shard to *out, consistently (its counts agree with each other).
    Called under pool->lock by pool_get_stats. */
-void shard_add_to(const conn_shard_t *sh, pool_stats_t *out)
+void pool__shard_add_to(const conn_shard_t *sh, pool_stats_t *out)
 {
     uint64_t acquired, hcount, hsum, bucket[POOL_HIST_BUCKETS];
     for (;;) {
@@ -101,11 +102,11 @@ void shard_add_to(const conn_shard_t *sh, pool_stats_t *out)
 /* ---- borrowing ------------------------------------------------------------ */
 
 /* Takes this thread's parked connection back, when the gate is open: the
-   caller then validates it (pool.c) and finishes with fast_checked_out, or
+   caller then validates it (pool.c) and finishes with pool__fast_checked_out, or
    takes the lock with the connection CHECKING. */
-pool_conn_t *fast_take(pool_t *pool)
+pool_conn_t *pool__fast_take(pool_t *pool)
 {
-    pool_conn_t *c = fast_mine(pool);
+    pool_conn_t *c = pool__fast_mine(pool);
     if (!c || !atomic_load_explicit(&pool->fast_ok, memory_order_relaxed) ||
         atomic_load_explicit(&pool->fork_gen, memory_order_relaxed) != fork_generation())
         return NULL;
@@ -117,7 +118,7 @@ pool_conn_t *fast_take(pool_t *pool)
     return c;
 }
 
-void fast_checked_out(pool_conn_t *c, int64_t now_us)
+void pool__fast_checked_out(pool_conn_t *c, int64_t now_us)
 {
     atomic_store_explicit(&c->checkout_us, now_us, memory_order_relaxed);
     atomic_store_explicit(&c->leak_reported, false, memory_order_relaxed);
@@ -144,12 +145,12 @@ static void record_hold(conn_shard_t *sh, uint64_t us)
 static bool parkable(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now)
 {
     if (conn_inherited(pool, c) || c->doom != DOOM_NONE || conn_stale(pool, c) ||
-        !conn_returnable(pg) || PQtransactionStatus(pg) != PQTRANS_IDLE ||
-        past_lifetime(pool, c, now))
+        !pool__conn_returnable(pg) || PQtransactionStatus(pg) != PQTRANS_IDLE ||
+        pool__past_lifetime(pool, c, now))
         return false;
     if (c->results_counted && c->results == c->results_verified)
         return true;
-    if (session_identity_changed(c) || !hosts_role_ok(&pool->hosts, pg))
+    if (pool__session_identity_changed(c) || !pool__hosts_role_ok(&pool->hosts, pg))
         return false;
     c->results_verified = c->results;
     return true;
@@ -157,9 +158,9 @@ static bool parkable(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now)
 
 /* Returns pg without the lock when it is this thread's last borrowed
    connection and nothing unusual is due; false: use the locked path. */
-bool fast_return(pool_t *pool, PGconn *pg)
+bool pool__fast_return(pool_t *pool, PGconn *pg)
 {
-    pool_conn_t *c = fast_mine(pool);
+    pool_conn_t *c = pool__fast_mine(pool);
     if (!c || atomic_load_explicit(&c->pg, memory_order_relaxed) != pg ||
         !atomic_load_explicit(&pool->fast_ok, memory_order_relaxed) || pool->cfg.on_checkin ||
         pool->reset_query ||
@@ -172,7 +173,7 @@ bool fast_return(pool_t *pool, PGconn *pg)
     if (!atomic_compare_exchange_strong_explicit(&c->state, &in_use, CONN_RETURNING,
                                                  memory_order_acquire, memory_order_relaxed))
         return false;
-    int64_t now = clock_now_us();
+    int64_t now = pool__clock_now_us();
     if (!parkable(pool, c, pg, now)) {
         atomic_store_explicit(&c->state, CONN_IN_USE, memory_order_release);
         return false;
@@ -187,6 +188,6 @@ bool fast_return(pool_t *pool, PGconn *pg)
        or the host was evicted while we parked: let the locked path see to it. */
     if (!atomic_load(&pool->fast_ok) || c->epoch != atomic_load(&pool->epoch) ||
         atomic_load(&c->evicted))
-        pool_settle(pool, c);
+        pool__settle(pool, c);
     return true;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fork.c - keeps a pool usable in a child after fork().
  *
@@ -14,7 +15,7 @@
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pool_t *registry_head;       /* guarded by registry_lock */
-unsigned fork_generation_now;       /* written only in the child, while it has one thread */
+unsigned pool__fork_generation_now;       /* written only in the child, while it has one thread */
 static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
 
 static void before_fork(void)
@@ -33,7 +34,7 @@ static void after_fork_parent(void)
 
 static void after_fork_child(void)
 {
-    fork_generation_now++;
+    pool__fork_generation_now++;
     for (pool_t *p = registry_head; p; p = p->registry_next)
         pthread_mutex_unlock(&p->lock);
     pthread_mutex_unlock(&registry_lock);
@@ -44,7 +45,7 @@ static void install_handlers(void)
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
-void fork_register(pool_t *pool)
+void pool__fork_register(pool_t *pool)
 {
     pthread_once(&handlers_once, install_handlers);
     pthread_mutex_lock(&registry_lock);
@@ -53,7 +54,7 @@ void fork_register(pool_t *pool)
     pthread_mutex_unlock(&registry_lock);
 }
 
-void fork_unregister(pool_t *pool)
+void pool__fork_unregister(pool_t *pool)
 {
     pthread_mutex_lock(&registry_lock);
     for (pool_t **pp = &registry_head; *pp; pp = &(*pp)->registry_next) {
@@ -66,7 +67,7 @@ void fork_unregister(pool_t *pool)
 }
 
 /* In the child, under the pool's lock, with no other thread of ours alive. */
-void fork_reset_locked(pool_t *pool)
+void pool__fork_reset_locked(pool_t *pool)
 {
     for (size_t i = 0; i <= pool->map.mask; i++) {
         pool_conn_t *c = pool->map.slots[i];
@@ -76,9 +77,9 @@ void fork_reset_locked(pool_t *pool)
            Idle, or borrowed in a generation before the parent's: dropped now. */
         if (c->state != CONN_IDLE && c->state != CONN_PARKED && c->fork_gen == pool->fork_gen)
             continue;
-        conn_map_remove(&pool->map, c->pg);
-        conn_drop_silently(c->pg);
-        pool_release_slot_locked(pool, c);
+        pool__conn_map_remove(&pool->map, c->pg);
+        pool__conn_drop_silently(c->pg);
+        pool__release_slot_locked(pool, c);
         i--; /* the removal may have shifted a later entry into slot i (wraps to 0) */
     }
     pool->idle_head = pool->idle_tail = NULL;
@@ -93,8 +94,8 @@ void fork_reset_locked(pool_t *pool)
     pthread_cond_init(&pool->work_cond, &pool->cond_attr);
     pthread_cond_init(&pool->maint_cond, &pool->cond_attr);
     pthread_cond_init(&pool->drain_cond, &pool->cond_attr);
-    pool->fork_gen = fork_generation_now;
+    pool->fork_gen = pool__fork_generation_now;
     pool->threads_started = false;
-    if (!pool->closed && pool_start_threads(pool) != 0)
+    if (!pool->closed && pool__start_threads(pool) != 0)
         pool->closed = true; /* every call now fails with POOL_ECLOSED */
 }

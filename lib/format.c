@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * format.c - pool_stats_format: a stats snapshot as Prometheus text (format
  * 0.0.4) or as one JSON object, written snprintf-style into the caller's
@@ -128,7 +129,11 @@ static void prom_hist(out_t *o, const char *metric, const char *help, const char
     put(o, "} %llu\n", (unsigned long long)h->count);
 }
 
-static void format_prometheus(out_t *o, const pool_stats_t *s, const char *name)
+/* Whether the caller's snapshot (of `size` bytes, from an older header
+   maybe) holds the field: one it lacks is left out, not printed as 0. */
+#define HAS(field) POOL_HAS_FIELD(pool_stats_t, field, size)
+
+static void format_prometheus(out_t *o, const pool_stats_t *s, size_t size, const char *name)
 {
     prom_head(o, "connections", "gauge", "Open connections and attempts in flight, by state.");
     const char *states[] = {"idle", "in_use", "connecting"};
@@ -145,33 +150,37 @@ static void format_prometheus(out_t *o, const pool_stats_t *s, const char *name)
     const struct {
         const char *metric, *help;
         uint64_t value;
+        bool present;
     } counters[] = {
-        {"acquired_total", "Successful pool_getconn calls.", s->acquired},
-        {"acquire_timeouts_total", "pool_getconn calls that timed out.", s->acquire_timeouts},
-        {"acquire_errors_total", "pool_getconn calls that failed otherwise.", s->acquire_errors},
-        {"connects_total", "Connections opened.", s->connects},
-        {"connect_errors_total", "Failed attempts to open a connection.", s->connect_errors},
-        {"closed_total", "Connections closed, for any reason.", s->closed},
-        {"closed_broken_total", "Connections closed because dead or unusable.", s->closed_broken},
-        {"closed_idle_total", "Connections closed by idle_timeout_ms.", s->closed_idle},
-        {"closed_lifetime_total", "Connections closed by max_lifetime_ms.", s->closed_lifetime},
-        {"pings_total", "Round-trip validations run.", s->pings},
-        {"rollbacks_total", "Connections returned inside a transaction, rolled back.", s->rollbacks},
-        {"leaks_total", "Checkouts that passed leak_timeout_ms.", s->leaks},
+        {"acquired_total", "Successful pool_getconn calls.", s->acquired, true},
+        {"acquire_timeouts_total", "pool_getconn calls that timed out.", s->acquire_timeouts, true},
+        {"acquire_errors_total", "pool_getconn calls that failed otherwise.", s->acquire_errors, true},
+        {"connects_total", "Connections opened.", s->connects, true},
+        {"connect_errors_total", "Failed attempts to open a connection.", s->connect_errors, true},
+        {"closed_total", "Connections closed, for any reason.", s->closed, true},
+        {"closed_broken_total", "Connections closed because dead or unusable.", s->closed_broken, true},
+        {"closed_idle_total", "Connections closed by idle_timeout_ms.", s->closed_idle, true},
+        {"closed_lifetime_total", "Connections closed by max_lifetime_ms.", s->closed_lifetime, true},
+        {"pings_total", "Round-trip validations run.", s->pings, true},
+        {"rollbacks_total", "Connections returned inside a transaction, rolled back.", s->rollbacks, true},
+        {"leaks_total", "Checkouts that passed leak_timeout_ms.", s->leaks, true},
         {"closed_role_total", "Connections closed because the server no longer matched target_session_attrs.",
-         s->closed_role},
-        {"evictions_total", "Host-wide evictions after a connection to the host failed.", s->evictions},
+         s->closed_role, HAS(closed_role)},
+        {"evictions_total", "Host-wide evictions after a connection to the host failed.", s->evictions, HAS(evictions)},
         {"closed_evicted_total", "Connections closed because retired by an eviction or pool_evict.",
-         s->closed_evicted},
+         s->closed_evicted, HAS(closed_evicted)},
     };
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
-        prom_value(o, counters[i].metric, "counter", counters[i].help, name, counters[i].value);
+        if (counters[i].present)
+            prom_value(o, counters[i].metric, "counter", counters[i].help, name, counters[i].value);
     prom_seconds(o, "wait_time_seconds_total", "counter", "Time callers spent in pool_getconn.",
                  name, s->wait_us_total);
     prom_seconds(o, "wait_time_max_seconds", "gauge", "Longest time one call spent in pool_getconn.",
                  name, s->wait_us_max);
     prom_seconds(o, "hold_time_seconds_total", "counter", "Time connections spent checked out.",
                  name, s->hold_us_total);
+    if (!HAS(connect_hist))
+        return; /* the histograms came together */
     prom_hist(o, "wait_seconds", "Time spent in pool_getconn.", name, &s->wait_hist);
     prom_hist(o, "hold_seconds", "Checkout to return.", name, &s->hold_hist);
     prom_hist(o, "connect_seconds", "Opening one connection, on_connect included.", name,
@@ -189,7 +198,7 @@ static void json_hist(out_t *o, const char *key, const pool_hist_t *h)
     put(o, "]}");
 }
 
-static void format_json(out_t *o, const pool_stats_t *s, const char *name)
+static void format_json(out_t *o, const pool_stats_t *s, size_t size, const char *name)
 {
     put(o, "{\"pool\":");
     put_json_string(o, name);
@@ -200,29 +209,51 @@ static void format_json(out_t *o, const pool_stats_t *s, const char *name)
     const struct {
         const char *key;
         uint64_t value;
+        bool present;
     } counters[] = {
-        {"acquired", s->acquired},         {"acquire_timeouts", s->acquire_timeouts},
-        {"acquire_errors", s->acquire_errors}, {"connects", s->connects},
-        {"connect_errors", s->connect_errors}, {"closed", s->closed},
-        {"closed_broken", s->closed_broken}, {"closed_idle", s->closed_idle},
-        {"closed_lifetime", s->closed_lifetime}, {"pings", s->pings},
-        {"rollbacks", s->rollbacks},       {"leaks", s->leaks},
-        {"closed_role", s->closed_role},   {"evictions", s->evictions},
-        {"closed_evicted", s->closed_evicted},
-        {"wait_us_total", s->wait_us_total}, {"wait_us_max", s->wait_us_max},
-        {"hold_us_total", s->hold_us_total},
+        {"acquired", s->acquired, true},
+        {"acquire_timeouts", s->acquire_timeouts, true},
+        {"acquire_errors", s->acquire_errors, true},
+        {"connects", s->connects, true},
+        {"connect_errors", s->connect_errors, true},
+        {"closed", s->closed, true},
+        {"closed_broken", s->closed_broken, true},
+        {"closed_idle", s->closed_idle, true},
+        {"closed_lifetime", s->closed_lifetime, true},
+        {"pings", s->pings, true},
+        {"rollbacks", s->rollbacks, true},
+        {"leaks", s->leaks, true},
+        {"closed_role", s->closed_role, HAS(closed_role)},
+        {"evictions", s->evictions, HAS(evictions)},
+        {"closed_evicted", s->closed_evicted, HAS(closed_evicted)},
+        {"wait_us_total", s->wait_us_total, true},
+        {"wait_us_max", s->wait_us_max, true},
+        {"hold_us_total", s->hold_us_total, true},
     };
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
-        put(o, ",\"%s\":%llu", counters[i].key, (unsigned long long)counters[i].value);
-    json_hist(o, "wait_hist", &s->wait_hist);
-    json_hist(o, "hold_hist", &s->hold_hist);
-    json_hist(o, "connect_hist", &s->connect_hist);
+        if (counters[i].present)
+            put(o, ",\"%s\":%llu", counters[i].key, (unsigned long long)counters[i].value);
+    if (HAS(connect_hist)) {
+        json_hist(o, "wait_hist", &s->wait_hist);
+        json_hist(o, "hold_hist", &s->hold_hist);
+        json_hist(o, "connect_hist", &s->connect_hist);
+    }
     put(o, "}\n");
 }
 
 /* ---- per host ------------------------------------------------------------- */
 
-static void format_hosts_prometheus(out_t *o, const pool_host_stats_t *hs, int n, const char *name)
+/* Host i of the caller's array of `size`-byte elements, as a whole one of ours. */
+static pool_host_stats_t host_at(const pool_host_stats_t *hs, int i, size_t size)
+{
+    pool_host_stats_t h;
+    pool__copy_in(&h, sizeof h, (const char *)hs + (size_t)i * size, size);
+    h.host[sizeof h.host - 1] = h.port[sizeof h.port - 1] = '\0';
+    return h;
+}
+
+static void format_hosts_prometheus(out_t *o, const pool_host_stats_t *hs, int n, size_t size,
+                                    const char *name)
 {
     const char *metrics[] = {"host_connections", "host_down", "host_connects_total",
                              "host_connect_errors_total", "host_evictions_total"};
@@ -237,31 +268,34 @@ static void format_hosts_prometheus(out_t *o, const pool_host_stats_t *hs, int n
     for (int m = 0; m < 5; m++) {
         prom_head(o, metrics[m], types[m], helps[m]);
         for (int i = 0; i < n; i++) {
-            uint64_t v[] = {(uint64_t)hs[i].open, (uint64_t)hs[i].down, hs[i].connects,
-                            hs[i].connect_errors, hs[i].evictions};
+            pool_host_stats_t h = host_at(hs, i, size);
+            uint64_t v[] = {(uint64_t)h.open, (uint64_t)h.down, h.connects, h.connect_errors,
+                            h.evictions};
             prom_label(o, metrics[m], name);
             put(o, ",host=\"");
-            put_label_value(o, hs[i].host);
+            put_label_value(o, h.host);
             put(o, "\",port=\"");
-            put_label_value(o, hs[i].port);
+            put_label_value(o, h.port);
             put(o, "\"} %llu\n", (unsigned long long)v[m]);
         }
     }
 }
 
-static void format_hosts_json(out_t *o, const pool_host_stats_t *hs, int n, const char *name)
+static void format_hosts_json(out_t *o, const pool_host_stats_t *hs, int n, size_t size,
+                              const char *name)
 {
     put(o, "{\"pool\":");
     put_json_string(o, name);
     put(o, ",\"hosts\":[");
     for (int i = 0; i < n; i++) {
+        pool_host_stats_t h = host_at(hs, i, size);
         put(o, "%s{\"host\":", i ? "," : "");
-        put_json_string(o, hs[i].host);
+        put_json_string(o, h.host);
         put(o, ",\"port\":");
-        put_json_string(o, hs[i].port);
+        put_json_string(o, h.port);
         put(o, ",\"open\":%d,\"down\":%d,\"connects\":%llu,\"connect_errors\":%llu,\"evictions\":%llu}",
-            hs[i].open, hs[i].down, (unsigned long long)hs[i].connects,
-            (unsigned long long)hs[i].connect_errors, (unsigned long long)hs[i].evictions);
+            h.open, h.down, (unsigned long long)h.connects, (unsigned long long)h.connect_errors,
+            (unsigned long long)h.evictions);
     }
     put(o, "]}\n");
 }
@@ -283,42 +317,49 @@ static int finish(const out_t *o, const char *what)
     if (o->len > 0)
         o->buf[o->need < o->len ? o->need : o->len - 1] = '\0';
     if (o->need > INT_MAX) {
-        pool_set_error(POOL_EINVAL, "%s: text longer than INT_MAX", what);
+        pool__set_error(POOL_EINVAL, "%s: text longer than INT_MAX", what);
         return -1;
     }
     return (int)o->need;
 }
 
-int pool_stats_format(const pool_stats_t *s, pool_format_t fmt, const char *name, char *buf,
-                      size_t len)
+int pool_stats_format_sized(const pool_stats_t *caller_s, size_t size, pool_format_t fmt,
+                            const char *name, char *buf, size_t len)
 {
-    const char *bad = !s ? "stats is NULL" : bad_arguments(fmt, name, buf, len);
+    const char *bad = !caller_s                   ? "stats is NULL"
+                      : size < POOL_STATS_SIZE_MIN ? "stats size is smaller than any pgpool header's"
+                                                   : bad_arguments(fmt, name, buf, len);
     if (bad) {
-        pool_set_error(POOL_EINVAL, "pool_stats_format: %s", bad);
+        pool__set_error(POOL_EINVAL, "pool_stats_format: %s", bad);
         return -1;
     }
+    pool_stats_t s; /* whole, so that no read goes past the caller's struct */
+    pool__copy_in(&s, sizeof s, caller_s, size);
     out_t o = {.buf = buf, .len = len, .need = 0};
     if (fmt == POOL_FORMAT_PROMETHEUS)
-        format_prometheus(&o, s, name);
+        format_prometheus(&o, &s, size, name);
     else
-        format_json(&o, s, name);
+        format_json(&o, &s, size, name);
     return finish(&o, "pool_stats_format");
 }
 
-int pool_host_stats_format(const pool_host_stats_t *hs, int n, pool_format_t fmt,
-                           const char *name, char *buf, size_t len)
+/* The caller's array has elements of `size` bytes; each is read into a whole
+   one of ours as it is printed. */
+int pool_host_stats_format_sized(const pool_host_stats_t *hs, int n, size_t size,
+                                 pool_format_t fmt, const char *name, char *buf, size_t len)
 {
-    const char *bad = n < 0            ? "n is negative"
-                      : !hs && n > 0 ? "hosts is NULL but n is not 0"
-                                     : bad_arguments(fmt, name, buf, len);
+    const char *bad = n < 0                          ? "n is negative"
+                      : !hs && n > 0                 ? "hosts is NULL but n is not 0"
+                      : size < POOL_HOST_STATS_SIZE_1_0 ? "host stats size is smaller than any pgpool header's"
+                                                     : bad_arguments(fmt, name, buf, len);
     if (bad) {
-        pool_set_error(POOL_EINVAL, "pool_host_stats_format: %s", bad);
+        pool__set_error(POOL_EINVAL, "pool_host_stats_format: %s", bad);
         return -1;
     }
     out_t o = {.buf = buf, .len = len, .need = 0};
     if (fmt == POOL_FORMAT_PROMETHEUS)
-        format_hosts_prometheus(&o, hs, n, name);
+        format_hosts_prometheus(&o, hs, n, size, name);
     else
-        format_hosts_json(&o, hs, n, name);
+        format_hosts_json(&o, hs, n, size, name);
     return finish(&o, "pool_host_stats_format");
 }

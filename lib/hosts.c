@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * hosts.c - the conninfo's host list: one connection attempt per host.
  *
@@ -60,7 +61,7 @@ static void free_list(char **v, int n)
     free(v);
 }
 
-void hosts_free(pool_hosts_t *h)
+void pool__hosts_free(pool_hosts_t *h)
 {
     PQconninfoFree(h->opts);
     free_list(h->host, h->n);
@@ -123,7 +124,7 @@ static const char *option(PQconninfoOption *opts, const char *keyword)
    it when connecting; the server may change its role later (a promoted
    standby, a primary demoted or fenced with default_transaction_read_only),
    and reports in_hot_standby and default_transaction_read_only (14 and later)
-   after the statement that follows, which hosts_role_ok reads without a round
+   after the statement that follows, which pool__hosts_role_ok reads without a round
    trip.  prefer-standby accepts anything. */
 enum { ROLE_ANY, ROLE_READ_WRITE, ROLE_READ_ONLY, ROLE_PRIMARY, ROLE_STANDBY };
 
@@ -145,12 +146,12 @@ static bool reported_on(PGconn *pg, const char *param)
     return v && strcmp(v, "on") == 0;
 }
 
-bool hosts_expect_writes(const pool_hosts_t *h)
+bool pool__hosts_expect_writes(const pool_hosts_t *h)
 {
     return h->role == ROLE_READ_WRITE || h->role == ROLE_PRIMARY;
 }
 
-bool hosts_role_ok(const pool_hosts_t *h, PGconn *pg)
+bool pool__hosts_role_ok(const pool_hosts_t *h, PGconn *pg)
 {
     /* A server before 14 reports neither: libpq checked at connect. */
     if (h->role == ROLE_ANY || !PQparameterStatus(pg, "in_hot_standby"))
@@ -169,7 +170,7 @@ bool hosts_role_ok(const pool_hosts_t *h, PGconn *pg)
     }
 }
 
-int hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *err, size_t errlen)
+int pool__hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *err, size_t errlen)
 {
     memset(h, 0, sizeof *h);
     err[0] = '\0';
@@ -192,7 +193,7 @@ int hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *e
               list_for_hosts("host addresses", hostaddr, h->n, &h->hostaddr, err, errlen) &&
               list_for_hosts("port numbers", option(opts, "port"), h->n, &h->port, err, errlen);
     if (!ok) {
-        hosts_free(h);
+        pool__hosts_free(h);
         return strcmp(err, "out of memory") == 0 ? POOL_ENOMEM : POOL_EINVAL;
     }
     return POOL_OK;
@@ -230,7 +231,7 @@ static void round_order(pool_t *pool, int *order)
         }
     }
     pthread_mutex_lock(&pool->lock);
-    int64_t now = clock_now_us();
+    int64_t now = pool__clock_now_us();
     int up = 0;
     for (int i = 0; i < h->n; i++) {
         /* Insertion of the hosts that are up, in order, before the rest. */
@@ -257,7 +258,7 @@ static void record_attempt(pool_t *pool, int j, bool ok)
     } else {
         st->connect_errors++;
         st->down_us = backoff_next(st->down_us, POOL_HOST_DOWN_MIN_US, POOL_HOST_DOWN_MAX_US);
-        st->down_until_us = clock_now_us() + st->down_us;
+        st->down_until_us = pool__clock_now_us() + st->down_us;
     }
     pool_unlock(pool);
 }
@@ -267,12 +268,12 @@ static const char *or_default(const char *s)
     return *s ? s : "default";
 }
 
-const char *hosts_name(const pool_hosts_t *h, int j)
+const char *pool__hosts_name(const pool_hosts_t *h, int j)
 {
     return *h->host[j] ? h->host[j] : h->hostaddr[j];
 }
 
-PGconn *hosts_connect(pool_t *pool, int *host, char *err, size_t errlen)
+PGconn *pool__hosts_connect(pool_t *pool, int *host, char *err, size_t errlen)
 {
     const pool_hosts_t *h = &pool->hosts;
     /* This attempt's keyword/value arrays: every option libpq parsed with a
@@ -311,7 +312,7 @@ PGconn *hosts_connect(pool_t *pool, int *host, char *err, size_t errlen)
             int j = order[i];
             val[k] = h->host[j], val[k + 1] = h->hostaddr[j], val[k + 2] = h->port[j];
             val[k + 3] = pass_target(h, pass);
-            pg = conn_open_params(pool, kw, val, reason, sizeof reason);
+            pg = pool__conn_open_params(pool, kw, val, reason, sizeof reason);
             /* prefer-standby's first pass turning a primary away is no fault. */
             if (pg || last_pass)
                 record_attempt(pool, j, pg != NULL);
@@ -326,7 +327,7 @@ PGconn *hosts_connect(pool_t *pool, int *host, char *err, size_t errlen)
             /* Several attempts: say which host said what. */
             int w = snprintf(err + used, errlen - used, "%shost \"%s\" port %s%s: %s",
                              used ? "; " : "could not open connection: ",
-                             or_default(hosts_name(h, j)), or_default(h->port[j]),
+                             or_default(pool__hosts_name(h, j)), or_default(h->port[j]),
                              pass > 0 ? " (any role)" : "", reason);
             if (w > 0)
                 used = used + (size_t)w < errlen ? used + (size_t)w : errlen - 1;

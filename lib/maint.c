@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * maint.c - the background maintenance thread.
  *
@@ -28,19 +29,19 @@ static int collect_idle_locked(pool_t *pool, int64_t now, PGconn **out)
     int n = 0;
     /* Parked connections go back on the list to be looked at; their threads
        find them there (and park them again) on their next checkout. */
-    pool_unpark_all_locked(pool);
+    pool__unpark_all_locked(pool);
     for (pool_conn_t *c = pool->idle_tail, *prev; c && n < MAINT_BATCH; c = prev) {
         prev = c->prev;
         if (atomic_load_explicit(&c->evicted, memory_order_relaxed)) {
             /* Left over by an eviction that found more than it closes at once. */
-            out[n++] = pool_detach_locked(pool, c);
+            out[n++] = pool__detach_locked(pool, c);
             pool->stats.closed_evicted++;
         } else if (cfg->max_lifetime_ms > 0 && now - c->created_us >= (int64_t)cfg->max_lifetime_ms * 1000) {
-            out[n++] = pool_detach_locked(pool, c);
+            out[n++] = pool__detach_locked(pool, c);
             pool->stats.closed_lifetime++;
         } else if (cfg->idle_timeout_ms > 0 && pool->nopen > cfg->min_size &&
                    now - c->idle_since_us >= (int64_t)cfg->idle_timeout_ms * 1000) {
-            out[n++] = pool_detach_locked(pool, c);
+            out[n++] = pool__detach_locked(pool, c);
             pool->stats.closed_idle++;
         }
     }
@@ -71,7 +72,7 @@ static int collect_leaks_locked(pool_t *pool, int64_t now, int64_t *held_ms)
     return n;
 }
 
-void *maint_main(void *arg)
+void *pool__maint_main(void *arg)
 {
     pool_t *pool = arg;
     PGconn *to_close[MAINT_BATCH];
@@ -80,22 +81,22 @@ void *maint_main(void *arg)
 
     pthread_mutex_lock(&pool->lock);
     while (!pool->closed) {
-        int64_t now = clock_now_us();
+        int64_t now = pool__clock_now_us();
         int nclose = collect_idle_locked(pool, now, to_close);
         int nleak = collect_leaks_locked(pool, now, held_ms);
-        pool_wake_workers_locked(pool);
+        pool__wake_workers_locked(pool);
         if (nclose > 0 || nleak > 0) {
             pool_unlock(pool);
-            pool_finish_closes(pool, to_close, nclose, true);
+            pool__finish_closes(pool, to_close, nclose, true);
             for (int i = 0; i < nleak; i++)
-                pool_log(pool, POOL_LOG_WARN,
+                pool__log(pool, POOL_LOG_WARN,
                          "connection leak suspected: checked out for %lld ms (leak_timeout_ms %d)",
                          (long long)held_ms[i], pool->cfg.leak_timeout_ms);
             pthread_mutex_lock(&pool->lock);
             if (nclose == MAINT_BATCH || nleak == MAINT_BATCH)
                 continue;
         }
-        struct timespec ts = clock_abs_timespec(clock_now_us() + tick);
+        struct timespec ts = pool__clock_abs_timespec(pool__clock_now_us() + tick);
         pthread_cond_timedwait(&pool->maint_cond, &pool->lock, &ts);
     }
     pool_unlock(pool);

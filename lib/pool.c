@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pool.c - the pool: create and destroy, borrow and return, and the lock.
  *
@@ -21,10 +22,10 @@
 
 /* Every entry point calls this first, under the lock: a pool used for the
    first time in a forked child drops what it inherited. */
-void pool_enter_locked(pool_t *pool)
+void pool__enter_locked(pool_t *pool)
 {
     if (pool->fork_gen != fork_generation())
-        fork_reset_locked(pool);
+        pool__fork_reset_locked(pool);
 }
 
 /* ---- idle list ---------------------------------------------------------- */
@@ -65,7 +66,7 @@ static void pool_idle_remove_locked(pool_t *pool, pool_conn_t *c)
 
 /* Moves every parked connection (fast.c) to the idle list, for a lock holder
    that wants one, or wants to close idle ones. */
-void pool_unpark_all_locked(pool_t *pool)
+void pool__unpark_all_locked(pool_t *pool)
 {
     /* Cleared before the scan: a connection parked after it sets it again. */
     if (!atomic_exchange(&pool->maybe_parked, false))
@@ -97,7 +98,7 @@ static pool_conn_t *slot_get_locked(pool_t *pool, pool_conn_t **spare)
 }
 
 /* The slot no longer holds a connection; it stays allocated (see pool_conn_t). */
-void pool_release_slot_locked(pool_t *pool, pool_conn_t *c)
+void pool__release_slot_locked(pool_t *pool, pool_conn_t *c)
 {
     c->pg = NULL;
     c->state = CONN_FREE;
@@ -109,53 +110,53 @@ void pool_release_slot_locked(pool_t *pool, pool_conn_t *c)
 /* ---- closing ------------------------------------------------------------ */
 
 /* Forgets c and returns its PGconn for the caller to pass to
-   pool_finish_closes() once the lock is released.  The backend still counts
+   pool__finish_closes() once the lock is released.  The backend still counts
    against max_size + max_overflow (nclosing) until it is really closed. */
-PGconn *pool_detach_locked(pool_t *pool, pool_conn_t *c)
+PGconn *pool__detach_locked(pool_t *pool, pool_conn_t *c)
 {
     if (c->state == CONN_IDLE)
         pool_idle_remove_locked(pool, c);
-    conn_map_remove(&pool->map, c->pg);
+    pool__conn_map_remove(&pool->map, c->pg);
     PGconn *pg = c->pg;
-    pool_release_slot_locked(pool, c);
+    pool__release_slot_locked(pool, c);
     pool->nopen--;
     pool->nclosing++;
     pool->stats.closed++;
     return pg;
 }
 
-/* Detaches c like pool_detach_locked.  host_failed: the server went away from
+/* Detaches c like pool__detach_locked.  host_failed: the server went away from
    under it or is no longer in the role the conninfo asks for, so every other
    connection to its host is retired as well (evict.c), unless c was retired
    already; the idle ones are detached into ev (POOL_EVICT_BATCH entries),
-   their number in *nev, for evict_finish once the lock is released. */
+   their number in *nev, for pool__evict_finish once the lock is released. */
 static PGconn *retire_locked(pool_t *pool, pool_conn_t *c, bool host_failed, PGconn **ev, int *nev)
 {
     bool evict = host_failed && !conn_stale(pool, c);
     int host = c->host;
-    PGconn *pg = pool_detach_locked(pool, c);
+    PGconn *pg = pool__detach_locked(pool, c);
     if (evict)
-        *nev = evict_host_locked(pool, host, ev, POOL_EVICT_BATCH);
+        *nev = pool__evict_host_locked(pool, host, ev, POOL_EVICT_BATCH);
     return pg;
 }
 
-/* Closes what pool_detach_locked() gave out, then frees the slots.  graceful:
+/* Closes what pool__detach_locked() gave out, then frees the slots.  graceful:
    the connection is healthy, so wait (up to connect_timeout_ms) until the
    server has ended the backend; a broken one is just dropped. */
-void pool_finish_closes(pool_t *pool, PGconn **pgs, int n, bool graceful)
+void pool__finish_closes(pool_t *pool, PGconn **pgs, int n, bool graceful)
 {
     if (n == 0)
         return;
-    int64_t deadline = clock_now_us() + (int64_t)pool->cfg.connect_timeout_ms * 1000;
+    int64_t deadline = pool__clock_now_us() + (int64_t)pool->cfg.connect_timeout_ms * 1000;
     for (int i = 0; i < n; i++) {
         if (graceful)
-            conn_close_and_wait(pgs[i], deadline);
+            pool__conn_close_and_wait(pgs[i], deadline);
         else
-            conn_close(pgs[i]);
+            pool__conn_close(pgs[i]);
     }
     pthread_mutex_lock(&pool->lock);
     pool->nclosing -= n;
-    pool_wake_workers_locked(pool);
+    pool__wake_workers_locked(pool);
     pool_unlock(pool);
 }
 
@@ -164,7 +165,7 @@ void pool_finish_closes(pool_t *pool, PGconn **pgs, int n, bool graceful)
 /* How many more connections the workers should open now: enough for min_size
    and for every waiter no attempt is already under way for, within the room
    left under max_size + max_overflow. */
-int pool_connect_demand_locked(const pool_t *pool)
+int pool__connect_demand_locked(const pool_t *pool)
 {
     if (pool->closed)
         return 0;
@@ -176,9 +177,9 @@ int pool_connect_demand_locked(const pool_t *pool)
     return want < room ? want : room;
 }
 
-void pool_wake_workers_locked(pool_t *pool)
+void pool__wake_workers_locked(pool_t *pool)
 {
-    int demand = pool_connect_demand_locked(pool);
+    int demand = pool__connect_demand_locked(pool);
     if (demand == 1)
         pthread_cond_signal(&pool->work_cond);
     else if (demand > 1)
@@ -192,7 +193,7 @@ static void hand_to_waiter_locked(pool_conn_t *c, pool_waiter_t *w, int64_t now_
     c->state = CONN_CHECKING;
     c->idle_since_us = now_us;
     w->conn = c;
-    wake_after_unlock(&w->woken);
+    pool__wake_after_unlock(&w->woken);
 }
 
 /* c (open, validated or new, not on any list) goes to the longest waiter, else
@@ -200,49 +201,49 @@ static void hand_to_waiter_locked(pool_conn_t *c, pool_waiter_t *w, int64_t now_
    It is closed as well when it was evicted, or when more than max_size +
    max_overflow are open (after pool_resize shrank the pool) even if someone
    waits.  Returns the PGconn to close, or NULL. */
-PGconn *pool_make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us)
+PGconn *pool__make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us)
 {
     if (conn_stale(pool, c)) {
         pool->stats.closed_evicted++;
-        return pool_detach_locked(pool, c);
+        return pool__detach_locked(pool, c);
     }
     if (pool->closed || pool->nopen > pool_max_total(pool))
-        return pool_detach_locked(pool, c);
-    pool_waiter_t *w = pool->paused ? NULL : waitq_pop_front(&pool->waiters);
+        return pool__detach_locked(pool, c);
+    pool_waiter_t *w = pool->paused ? NULL : pool__waitq_pop_front(&pool->waiters);
     if (w) {
         hand_to_waiter_locked(c, w, now_us);
         return NULL;
     }
     if (pool->nopen > pool->cfg.max_size)
-        return pool_detach_locked(pool, c);
+        return pool__detach_locked(pool, c);
     idle_push_locked(pool, c, now_us);
     return NULL;
 }
 
 /* Hands idle connections to waiters, longest waiter first (pool_resume, and
    a caller that starts to wait). */
-void pool_serve_waiters_locked(pool_t *pool)
+void pool__serve_waiters_locked(pool_t *pool)
 {
     if (!pool->waiters.head)
         return;
-    pool_unpark_all_locked(pool);
-    int64_t now = clock_now_us();
+    pool__unpark_all_locked(pool);
+    int64_t now = pool__clock_now_us();
     while (pool->idle_head && pool->waiters.head) {
         pool_conn_t *c = pool->idle_head;
         pool_idle_remove_locked(pool, c);
-        hand_to_waiter_locked(c, waitq_pop_front(&pool->waiters), now);
+        hand_to_waiter_locked(c, pool__waitq_pop_front(&pool->waiters), now);
     }
 }
 
 /* Detaches up to max idle connections, oldest first, while more than keep
-   are open; returns how many, their PGconns in out for pool_finish_closes. */
-int pool_detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max)
+   are open; returns how many, their PGconns in out for pool__finish_closes. */
+int pool__detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max)
 {
-    pool_unpark_all_locked(pool);
+    pool__unpark_all_locked(pool);
     int n = 0;
     while (n < max && pool->idle_tail && pool->nopen > keep) {
         pool->stats.closed_evicted += conn_stale(pool, pool->idle_tail); /* pool_evict's */
-        out[n++] = pool_detach_locked(pool, pool->idle_tail);
+        out[n++] = pool__detach_locked(pool, pool->idle_tail);
     }
     return n;
 }
@@ -251,22 +252,22 @@ int pool_detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max)
    a locked return gives it (the longest waiter, the idle list, or a close
    when evicted or above max_size).  If a lock holder moved it to the idle
    list meanwhile, waiters are served from there instead. */
-void pool_settle(pool_t *pool, pool_conn_t *c)
+void pool__settle(pool_t *pool, pool_conn_t *c)
 {
     PGconn *to_close = NULL;
     pthread_mutex_lock(&pool->lock);
     conn_state_t parked = CONN_PARKED;
     if (atomic_compare_exchange_strong(&c->state, &parked, CONN_CHECKING))
-        to_close = pool_make_available_locked(pool, c, c->idle_since_us);
+        to_close = pool__make_available_locked(pool, c, c->idle_since_us);
     else if (!pool->paused)
-        pool_serve_waiters_locked(pool);
-    pool_wake_workers_locked(pool);
+        pool__serve_waiters_locked(pool);
+    pool__wake_workers_locked(pool);
     pool_unlock(pool);
     if (to_close)
-        pool_finish_closes(pool, &to_close, 1, true);
+        pool__finish_closes(pool, &to_close, 1, true);
 }
 
-bool past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us)
+bool pool__past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us)
 {
     return pool->cfg.max_lifetime_ms > 0 &&
            now_us - c->created_us >= (int64_t)pool->cfg.max_lifetime_ms * 1000;
@@ -276,7 +277,7 @@ bool past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us)
 
 static void fail_create(char *errbuf, size_t errlen, pool_err_t code, const char *msg)
 {
-    pool_set_error_msg(code, msg);
+    pool__set_error_msg(code, msg);
     if (errbuf && errlen > 0)
         snprintf(errbuf, errlen, "%s", msg);
 }
@@ -288,8 +289,8 @@ static void pool_free(pool_t *pool)
     pthread_cond_destroy(&pool->drain_cond);
     pthread_condattr_destroy(&pool->cond_attr);
     pthread_mutex_destroy(&pool->lock);
-    conn_map_free(&pool->map);
-    hosts_free(&pool->hosts);
+    pool__conn_map_free(&pool->map);
+    pool__hosts_free(&pool->hosts);
     free(pool->host_state);
     for (pool_conn_t *c = pool->all_slots, *next; c; c = next) {
         next = c->all_next;
@@ -310,7 +311,7 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
     pool->cfg = *cfg;
     pool->conninfo = strdup(cfg->conninfo);
     pool->reset_query = cfg->reset_query ? strdup(cfg->reset_query) : NULL;
-    pool->password = pool_password_of(cfg->conninfo);
+    pool->password = pool__password_of(cfg->conninfo);
     pool->cfg.conninfo = pool->conninfo;
     pool->cfg.reset_query = pool->reset_query;
     pthread_mutex_init(&pool->lock, NULL);
@@ -327,7 +328,7 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
     pool->magic = POOL_MAGIC;
     /* Room for every live connection plus as many inherited across a fork. */
     if (!pool->conninfo || (cfg->reset_query && !pool->reset_query) ||
-        conn_map_init(&pool->map, 2 * (size_t)pool_max_total(pool)) != POOL_OK) {
+        pool__conn_map_init(&pool->map, 2 * (size_t)pool_max_total(pool)) != POOL_OK) {
         pool_free(pool);
         return NULL;
     }
@@ -353,7 +354,7 @@ static void record_identity(pool_conn_t *c)
    (SET SESSION AUTHORIZATION, SET ROLE to or from a superuser) is closed, not
    handed to the next borrower.  Checked after reset_query, which may restore
    them (DISCARD ALL does). */
-bool session_identity_changed(const pool_conn_t *c)
+bool pool__session_identity_changed(const pool_conn_t *c)
 {
     if (!c->identity_known)
         return false;
@@ -397,7 +398,7 @@ static int conn_events(PGEventId id, void *info, void *pass_through)
     return 1;
 }
 
-pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, int host,
+pool_conn_t *pool__conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, int host,
                                unsigned epoch, int64_t started_us, int64_t now_us)
 {
     pool_conn_t *c = slot_get_locked(pool, spare);
@@ -408,7 +409,7 @@ pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, in
     c->leak_reported = false;
     c->results = c->results_verified = 0;
     c->doom = DOOM_NONE;
-    c->writes_expected = hosts_expect_writes(&pool->hosts);
+    c->writes_expected = pool__hosts_expect_writes(&pool->hosts);
     c->pg = pg;
     c->epoch = epoch;
     c->host = host;
@@ -419,11 +420,11 @@ pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, in
     c->created_us = now_us;
     c->state = CONN_CHECKING;
     c->fork_gen = pool->fork_gen;
-    conn_map_insert(&pool->map, c);
+    pool__conn_map_insert(&pool->map, c);
     pool->nopen++;
     pool->stats.connects++;
     pool->host_state[host].connects++;
-    hist_record(&pool->stats.connect_hist, (uint64_t)(now_us - started_us));
+    pool__hist_record(&pool->stats.connect_hist, (uint64_t)(now_us - started_us));
     pool->connect_failing = false;
     pool->backoff_us = 0;
     return c;
@@ -432,26 +433,26 @@ pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, in
 /* Opens one connection in the calling thread and adds it to the pool. */
 static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
 {
-    int64_t started = clock_now_us();
+    int64_t started = pool__clock_now_us();
     int host;
-    PGconn *pg = hosts_connect(pool, &host, err, errlen);
+    PGconn *pg = pool__hosts_connect(pool, &host, err, errlen);
     if (!pg)
         return POOL_ECONNECT;
     pool_conn_t *spare = malloc(sizeof *spare);
     if (!spare) {
-        conn_close(pg);
+        pool__conn_close(pg);
         snprintf(err, errlen, "out of memory");
         return POOL_ENOMEM;
     }
     pthread_mutex_lock(&pool->lock);
-    int64_t now = clock_now_us();
+    int64_t now = pool__clock_now_us();
     /* No pool_evict can have run yet: the pool is not handed out. */
-    PGconn *excess = pool_make_available_locked(
-        pool, conn_track_locked(pool, &spare, pg, host, pool->epoch, started, now), now);
+    PGconn *excess = pool__make_available_locked(
+        pool, pool__conn_track_locked(pool, &spare, pg, host, pool->epoch, started, now), now);
     pool_unlock(pool);
     free(spare);
     if (excess)
-        pool_finish_closes(pool, &excess, 1, true);
+        pool__finish_closes(pool, &excess, 1, true);
     return POOL_OK;
 }
 
@@ -461,9 +462,9 @@ static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
 static pool_err_t effective_config(const pool_config_t *cfg, pool_settings_t *set, char *msg,
                                    size_t len)
 {
-    int rc = settings_from_conninfo(cfg, set, msg, len);
+    int rc = pool__settings_from_conninfo(cfg, set, msg, len);
     if (rc == POOL_OK) {
-        rc = config_validate(cfg && cfg->conninfo ? &set->cfg : cfg, msg, len);
+        rc = pool__config_validate(cfg && cfg->conninfo ? &set->cfg : cfg, msg, len);
         if (rc != POOL_OK && set->applied > 0)
             snprintf(msg + strlen(msg), len - strlen(msg),
                      " (with the conninfo's pool_* settings applied)");
@@ -471,33 +472,42 @@ static pool_err_t effective_config(const pool_config_t *cfg, pool_settings_t *se
     if (rc != POOL_OK) {
         /* Our words about a pool_* value never hold the password, but a
            value could be mistyped into the wrong place: scrub anyway. */
-        pool_t scrubber = {.password = cfg && cfg->conninfo ? pool_password_of(cfg->conninfo) : NULL};
+        pool_t scrubber = {.password = cfg && cfg->conninfo ? pool__password_of(cfg->conninfo) : NULL};
         char raw[POOL_MSG_LEN];
         snprintf(raw, sizeof raw, "%s", msg);
-        pool_copy_libpq_message(&scrubber, msg, len, raw);
+        pool__copy_libpq_message(&scrubber, msg, len, raw);
         free(scrubber.password);
-        settings_free(set);
+        pool__settings_free(set);
     }
     return (pool_err_t)rc;
 }
 
-pool_t *pool_create(const pool_config_t *cfg, char *errbuf, size_t errlen)
+pool_t *pool_create_sized(const pool_config_t *caller_cfg, size_t size, char *errbuf,
+                          size_t errlen)
 {
     char msg[POOL_MSG_LEN];
+    pool_config_t whole;
+    const pool_config_t *cfg = caller_cfg ? &whole : NULL;
+    pool_err_t rc =
+        caller_cfg ? pool__config_from_caller(caller_cfg, size, &whole, msg, sizeof msg) : POOL_OK;
+    if (rc != POOL_OK) {
+        fail_create(errbuf, errlen, rc, msg);
+        return NULL;
+    }
     pool_settings_t set;
-    pool_err_t rc = effective_config(cfg, &set, msg, sizeof msg);
+    rc = effective_config(cfg, &set, msg, sizeof msg);
     if (rc != POOL_OK) {
         fail_create(errbuf, errlen, rc, msg);
         return NULL;
     }
     pool_t *pool = pool_alloc(&set.cfg);
     bool random_hosts = set.load_balance_random;
-    settings_free(&set);
+    pool__settings_free(&set);
     if (!pool) {
         fail_create(errbuf, errlen, POOL_ENOMEM, "out of memory");
         return NULL;
     }
-    rc = (pool_err_t)hosts_init(&pool->hosts, pool->conninfo, random_hosts, msg, sizeof msg);
+    rc = (pool_err_t)pool__hosts_init(&pool->hosts, pool->conninfo, random_hosts, msg, sizeof msg);
     if (rc == POOL_OK &&
         !(pool->host_state = calloc((size_t)pool->hosts.n, sizeof *pool->host_state))) {
         rc = POOL_ENOMEM;
@@ -509,7 +519,7 @@ pool_t *pool_create(const pool_config_t *cfg, char *errbuf, size_t errlen)
         return NULL;
     }
     if (pool->hosts.n > 1 && strcmp(pool->hosts.target, "any") == 0)
-        pool_log(pool, POOL_LOG_WARN,
+        pool__log(pool, POOL_LOG_WARN,
                  "%d hosts and target_session_attrs \"any\": after a failover connections may "
                  "go to a standby (set target_session_attrs=read-write or primary)",
                  pool->hosts.n);
@@ -526,29 +536,29 @@ pool_t *pool_create(const pool_config_t *cfg, char *errbuf, size_t errlen)
         pthread_mutex_lock(&pool->lock);
         pool->stats.connect_errors++;
         pool_unlock(pool);
-        pool_log(pool, POOL_LOG_WARN, "%s; opening the rest of min_size in the background", msg);
+        pool__log(pool, POOL_LOG_WARN, "%s; opening the rest of min_size in the background", msg);
         break;
     }
-    if (pool_start_threads(pool) != 0) {
+    if (pool__start_threads(pool) != 0) {
         pool_destroy(pool);
         fail_create(errbuf, errlen, POOL_ENOMEM, "could not start the pool's background threads");
         return NULL;
     }
-    fork_register(pool);
+    pool__fork_register(pool);
     return pool;
 }
 
 /* Starts the maintenance thread and the connect workers with every signal
    blocked, so the application's signal handlers run on its own threads. */
-int pool_start_threads(pool_t *pool)
+int pool__start_threads(pool_t *pool)
 {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&pool->maint_thread, NULL, maint_main, pool);
+    int rc = pthread_create(&pool->maint_thread, NULL, pool__maint_main, pool);
     int started = 0;
     for (; rc == 0 && started < POOL_CONNECT_WORKERS; started++)
-        rc = pthread_create(&pool->workers[started], NULL, connect_worker_main, pool);
+        rc = pthread_create(&pool->workers[started], NULL, pool__connect_worker_main, pool);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0 && started > 0) {
         /* Some started: stop and join them before reporting failure. */
@@ -570,15 +580,15 @@ void pool_destroy(pool_t *pool)
 {
     if (!pool_is_live(pool))
         return;
-    fork_unregister(pool);
+    pool__fork_unregister(pool);
 
     pthread_mutex_lock(&pool->lock);
-    pool_enter_locked(pool);
+    pool__enter_locked(pool);
     pool->closed = true;
     atomic_store(&pool->stopping, true);
     atomic_store(&pool->fast_ok, false);
     for (pool_waiter_t *w = pool->waiters.head; w; w = w->next)
-        wake_now(&w->woken);
+        pool__wake_now(&w->woken);
     pthread_cond_broadcast(&pool->work_cond);
     pthread_cond_broadcast(&pool->maint_cond);
     while (pool->ncalls > 0)
@@ -594,20 +604,20 @@ void pool_destroy(pool_t *pool)
     }
 
     /* Only this thread is left: close everything. */
-    int64_t now = clock_now_us();
+    int64_t now = pool__clock_now_us();
     int64_t deadline = now + (int64_t)pool->cfg.connect_timeout_ms * 1000;
     for (size_t i = 0; i <= pool->map.mask; i++) {
         pool_conn_t *c = pool->map.slots[i];
         if (!c)
             continue;
         if (conn_inherited(pool, c)) {
-            conn_drop_silently(c->pg);
+            pool__conn_drop_silently(c->pg);
         } else {
             if (c->state != CONN_IDLE && c->state != CONN_PARKED)
-                pool_log(pool, POOL_LOG_WARN,
+                pool__log(pool, POOL_LOG_WARN,
                          "connection leaked: still checked out at pool_destroy after %lld ms",
                          (long long)((now - c->checkout_us) / 1000));
-            conn_close_and_wait(c->pg, deadline);
+            pool__conn_close_and_wait(c->pg, deadline);
         }
     }
     pool_free(pool);
@@ -618,7 +628,7 @@ void pool_destroy(pool_t *pool)
 static void set_timeout_error_locked(const pool_t *pool, int timeout_ms)
 {
     bool failing = pool->connect_failing;
-    pool_set_error(POOL_ETIMEDOUT,
+    pool__set_error(POOL_ETIMEDOUT,
                    "timed out after %d ms waiting for a connection (%d open, %d in use, %d waiting%s)%s%.380s",
                    timeout_ms, pool->nopen, pool->nopen - pool->nidle, pool->waiters.len,
                    pool->paused ? ", pool paused" : "",
@@ -634,14 +644,14 @@ static void wait_in_line_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline
         pool_unlock(pool);
         /* Woken without the lock: whoever wakes us set w first, under it. */
         while (atomic_load_explicit(&w->woken, memory_order_acquire) != WAKE_WOKEN &&
-               clock_now_us() < deadline_us)
-            wake_wait(&w->woken, deadline_us);
+               pool__clock_now_us() < deadline_us)
+            pool__wake_wait(&w->woken, deadline_us);
         pthread_mutex_lock(&pool->lock);
         if (atomic_load_explicit(&w->woken, memory_order_relaxed) != WAKE_WOKEN &&
-            clock_now_us() >= deadline_us)
+            pool__clock_now_us() >= deadline_us)
             break;
     }
-    waitq_remove(&pool->waiters, w);
+    pool__waitq_remove(&pool->waiters, w);
 }
 
 /* The idle connection to hand out: the one this thread borrowed last when it
@@ -651,8 +661,8 @@ static void wait_in_line_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline
 static pool_conn_t *pick_idle_locked(pool_t *pool)
 {
     if (!pool->idle_head)
-        pool_unpark_all_locked(pool);
-    pool_conn_t *mine = fast_mine(pool);
+        pool__unpark_all_locked(pool);
+    pool_conn_t *mine = pool__fast_mine(pool);
     return mine && mine->state == CONN_IDLE ? mine : pool->idle_head;
 }
 
@@ -665,7 +675,7 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
 {
     for (;;) {
         if (pool->closed) {
-            pool_set_error(POOL_ECLOSED, "pool is closed");
+            pool__set_error(POOL_ECLOSED, "pool is closed");
             return POOL_ECLOSED;
         }
         pool_conn_t *c = pool->paused ? NULL : pick_idle_locked(pool);
@@ -678,7 +688,7 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
         /* Even while connects fail, a caller waits in line: the next attempt
            (at most a backoff away) either serves it or fails it at once with
            libpq's reason when nothing checked out could come back. */
-        int64_t now = clock_now_us();
+        int64_t now = pool__clock_now_us();
         if (now >= deadline_us) {
             int room = pool_max_total(pool) - pool->nopen - pool->nconnecting - pool->nclosing;
             if (!*at_front && pool->grow_wanted < room) {
@@ -686,13 +696,13 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
                    connection (where there is room), so that the next such
                    caller finds one. */
                 pool->grow_wanted++;
-                pool_wake_workers_locked(pool);
+                pool__wake_workers_locked(pool);
             }
             set_timeout_error_locked(pool, timeout_ms);
             return POOL_ETIMEDOUT;
         }
         if (pool->cfg.max_waiting > 0 && pool->waiters.len >= pool->cfg.max_waiting) {
-            pool_set_error(POOL_EBUSY, "too many callers waiting for a connection (max_waiting %d)",
+            pool__set_error(POOL_EBUSY, "too many callers waiting for a connection (max_waiting %d)",
                            pool->cfg.max_waiting);
             return POOL_EBUSY;
         }
@@ -700,16 +710,16 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
         w->err = POOL_OK;
         atomic_store_explicit(&w->woken, WAKE_WAITING, memory_order_relaxed);
         if (*at_front)
-            waitq_push_front(&pool->waiters, w);
+            pool__waitq_push_front(&pool->waiters, w);
         else
-            waitq_push_back(&pool->waiters, w);
+            pool__waitq_push_back(&pool->waiters, w);
         *at_front = true; /* once in line, the caller keeps its place */
         /* The handshake with the fast path (fast.c): close its gate, then
            take what it parked meanwhile. */
         atomic_store(&pool->fast_ok, false);
         if (!pool->paused)
-            pool_serve_waiters_locked(pool);
-        pool_wake_workers_locked(pool);
+            pool__serve_waiters_locked(pool);
+        pool__wake_workers_locked(pool);
         wait_in_line_locked(pool, w, deadline_us);
         if (w->conn) {
             c = w->conn;
@@ -722,7 +732,7 @@ static pool_err_t claim_locked(pool_t *pool, pool_waiter_t *w, int64_t deadline_
             return POOL_OK;
         }
         if (w->err != POOL_OK) {
-            pool_set_error_msg(w->err, pool->last_error);
+            pool__set_error_msg(w->err, pool->last_error);
             return w->err;
         }
     }
@@ -744,7 +754,7 @@ static void getconn_done_locked(pool_t *pool, pool_err_t rc, int64_t start_us, i
 {
     uint64_t waited = (uint64_t)(end_us - start_us);
     pool->stats.wait_us_total += waited;
-    hist_record(&pool->stats.wait_hist, waited);
+    pool__hist_record(&pool->stats.wait_hist, waited);
     if (waited > pool->stats.wait_us_max)
         pool->stats.wait_us_max = waited;
     if (rc == POOL_OK)
@@ -763,26 +773,26 @@ static void getconn_done_locked(pool_t *pool, pool_err_t rc, int64_t start_us, i
    ran (it reads unasked input: it cannot be run twice). */
 static bool ready_as_is(pool_t *pool, pool_conn_t *c, int64_t now, int *health)
 {
-    if (conn_stale(pool, c) || past_lifetime(pool, c, now) || pool->cfg.on_checkout ||
+    if (conn_stale(pool, c) || pool__past_lifetime(pool, c, now) || pool->cfg.on_checkout ||
         (pool->cfg.pre_ping && now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000))
         return false;
-    *health = (int)conn_check_nowait(c->pg, pool->cfg.pre_ping);
+    *health = (int)pool__conn_check_nowait(c->pg, pool->cfg.pre_ping);
     return *health == CONN_ALIVE;
 }
 
 PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
 {
     if (!pool_is_live(pool)) {
-        pool_set_error(POOL_EINVAL, "pool is NULL or not a live pool");
+        pool__set_error(POOL_EINVAL, "pool is NULL or not a live pool");
         return NULL;
     }
-    int64_t start = clock_now_us();
+    int64_t start = pool__clock_now_us();
     /* This thread's own parked connection, without the lock (fast.c); one
        that needs more than the zero-round-trip check goes the locked way. */
-    pool_conn_t *c = fast_take(pool);
+    pool_conn_t *c = pool__fast_take(pool);
     int checked = -1; /* the fast path's conn_health_t, -1 if it did not check */
     if (c && ready_as_is(pool, c, start, &checked)) {
-        fast_checked_out(c, start);
+        pool__fast_checked_out(c, start);
         return c->pg;
     }
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : start + (int64_t)timeout_ms * 1000;
@@ -796,7 +806,7 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
     bool clock_stale = false;
 
     pthread_mutex_lock(&pool->lock);
-    pool_enter_locked(pool);
+    pool__enter_locked(pool);
     pool->ncalls++;
     for (;; c = NULL) {
         if (!c) {
@@ -806,23 +816,23 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
                 break;
         }
         if (clock_stale) {
-            now = clock_now_us();
+            now = pool__clock_now_us();
             clock_stale = false;
         }
         /* Retired (a sibling's eviction found more than it closes at once)
            or old: closed unvalidated, a retired one without waiting on a
            server that may be gone. */
         bool retired = conn_stale(pool, c);
-        if (retired || past_lifetime(pool, c, now)) {
+        if (retired || pool__past_lifetime(pool, c, now)) {
             bool graceful = !atomic_load_explicit(&c->evicted, memory_order_relaxed);
-            PGconn *old = pool_detach_locked(pool, c);
+            PGconn *old = pool__detach_locked(pool, c);
             if (retired)
                 pool->stats.closed_evicted++;
             else
                 pool->stats.closed_lifetime++;
-            pool_wake_workers_locked(pool);
+            pool__wake_workers_locked(pool);
             pool_unlock(pool);
-            pool_finish_closes(pool, &old, 1, graceful);
+            pool__finish_closes(pool, &old, 1, graceful);
             pthread_mutex_lock(&pool->lock);
             clock_stale = true;
             continue;
@@ -835,17 +845,17 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         if (io)
             pool_unlock(pool);
         conn_health_t health =
-            checked >= 0 ? (conn_health_t)checked : conn_check_nowait(c->pg, pool->cfg.pre_ping);
+            checked >= 0 ? (conn_health_t)checked : pool__conn_check_nowait(c->pg, pool->cfg.pre_ping);
         checked = -1;
         bool ping = health == CONN_SUSPECT ||
                     (pool->cfg.pre_ping && health == CONN_ALIVE &&
                      now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000);
         bool alive = health != CONN_DEAD, accepted = alive;
         if (alive && ping)
-            alive = accepted = conn_exec_bounded(c->pg, "", ping_deadline(pool, now, deadline));
+            alive = accepted = pool__conn_exec_bounded(c->pg, "", ping_deadline(pool, now, deadline));
         /* The round trip brought what the server reports since: a server
            demoted or fenced shows it here. */
-        bool role_ok = !(alive && ping) || hosts_role_ok(&pool->hosts, c->pg);
+        bool role_ok = !(alive && ping) || pool__hosts_role_ok(&pool->hosts, c->pg);
         accepted = accepted && role_ok;
         if (accepted && pool->cfg.on_checkout)
             accepted = pool->cfg.on_checkout(c->pg, pool->cfg.arg) == 0;
@@ -868,20 +878,20 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
         PGconn *evicted[POOL_EVICT_BATCH];
         int nevicted = 0;
         PGconn *rejected = retire_locked(pool, c, !alive || !role_ok, evicted, &nevicted);
-        pool_wake_workers_locked(pool);
+        pool__wake_workers_locked(pool);
         pool_unlock(pool);
-        pool_finish_closes(pool, &rejected, 1, alive);
-        evict_finish(pool, evicted, nevicted);
+        pool__finish_closes(pool, &rejected, 1, alive);
+        pool__evict_finish(pool, evicted, nevicted);
         pthread_mutex_lock(&pool->lock);
         clock_stale = true;
     }
 
-    int64_t end = clock_stale ? clock_now_us() : now;
+    int64_t end = clock_stale ? pool__clock_now_us() : now;
     if (rc == POOL_OK) {
         c->state = CONN_IN_USE;
         c->checkout_us = end;
         c->leak_reported = false;
-        fast_remember(pool, c);
+        pool__fast_remember(pool, c);
     }
     getconn_done_locked(pool, rc, start, end);
     pool_unlock(pool);
@@ -891,7 +901,7 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
 PGconn *pool_getconn(pool_t *pool)
 {
     if (!pool_is_live(pool)) {
-        pool_set_error(POOL_EINVAL, "pool is NULL or not a live pool");
+        pool__set_error(POOL_EINVAL, "pool is NULL or not a live pool");
         return NULL;
     }
     return pool_getconn_timeout(pool, pool->cfg.acquire_timeout_ms);
@@ -903,7 +913,7 @@ PGconn *pool_getconn(pool_t *pool)
    can: it is rolled back).  One left in non-blocking mode is put back in
    blocking mode, as the next borrower expects; with nothing in flight that
    sends nothing. */
-bool conn_returnable(PGconn *pg)
+bool pool__conn_returnable(PGconn *pg)
 {
     /* These three transaction states also say the status is CONNECTION_OK
        and no query is in flight (libpq reports PQTRANS_ACTIVE then). */
@@ -922,10 +932,10 @@ static bool clean_for_reuse_unlocked_io(pool_t *pool, pool_conn_t *c, bool rollb
     pool->ncalls++;
     pool_unlock(pool);
     int64_t deadline = now + (int64_t)pool->cfg.connect_timeout_ms * 1000;
-    bool rolled_back = rollback && conn_exec_bounded(c->pg, "ROLLBACK", deadline);
+    bool rolled_back = rollback && pool__conn_exec_bounded(c->pg, "ROLLBACK", deadline);
     bool ok = rollback ? rolled_back : true;
     if (ok && pool->reset_query)
-        ok = conn_exec_bounded(c->pg, pool->reset_query, deadline);
+        ok = pool__conn_exec_bounded(c->pg, pool->reset_query, deadline);
     pthread_mutex_lock(&pool->lock);
     if (rolled_back)
         pool->stats.rollbacks++;
@@ -951,33 +961,33 @@ static bool checkin_hook_accepts(pool_t *pool, pool_conn_t *c)
 static int return_conn(pool_t *pool, PGconn *pg, bool discard)
 {
     if (!pool_is_live(pool)) {
-        pool_set_error(POOL_EINVAL, "pool is NULL or not a live pool");
+        pool__set_error(POOL_EINVAL, "pool is NULL or not a live pool");
         return POOL_EINVAL;
     }
     if (!pg) {
-        pool_set_error(POOL_EINVAL, "connection is NULL");
+        pool__set_error(POOL_EINVAL, "connection is NULL");
         return POOL_EINVAL;
     }
-    if (!discard && fast_return(pool, pg))
+    if (!discard && pool__fast_return(pool, pg))
         return POOL_OK;
     pthread_mutex_lock(&pool->lock);
-    pool_enter_locked(pool);
-    pool_conn_t *c = conn_map_find(&pool->map, pg);
+    pool__enter_locked(pool);
+    pool_conn_t *c = pool__conn_map_find(&pool->map, pg);
     if (!c || c->state != CONN_IN_USE) {
         pool_unlock(pool);
-        pool_set_error(POOL_EINVAL, c ? "connection was already returned to this pool"
+        pool__set_error(POOL_EINVAL, c ? "connection was already returned to this pool"
                                       : "connection was not handed out by this pool");
         return POOL_EINVAL;
     }
-    int64_t now = clock_now_us();
+    int64_t now = pool__clock_now_us();
     uint64_t held = (uint64_t)(now - c->checkout_us);
     pool->stats.hold_us_total += held;
-    hist_record(&pool->stats.hold_hist, held);
+    pool__hist_record(&pool->stats.hold_hist, held);
     if (conn_inherited(pool, c)) { /* borrowed before a fork(): the parent still uses it */
-        conn_map_remove(&pool->map, pg);
-        pool_release_slot_locked(pool, c);
+        pool__conn_map_remove(&pool->map, pg);
+        pool__release_slot_locked(pool, c);
         pool_unlock(pool);
-        conn_drop_silently(pg);
+        pool__conn_drop_silently(pg);
         return POOL_OK;
     }
 
@@ -987,15 +997,15 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
     PGconn *evicted[POOL_EVICT_BATCH];
     int nevicted = 0;
     if (discard) {
-        to_close = pool_detach_locked(pool, c);
+        to_close = pool__detach_locked(pool, c);
     } else if (conn_stale(pool, c)) {
         /* Retired while borrowed: closed as it is (no rollback, reset or
            hook), without waiting on a server its host's eviction suspects. */
         broken = atomic_load_explicit(&c->evicted, memory_order_relaxed);
-        to_close = pool_detach_locked(pool, c);
+        to_close = pool__detach_locked(pool, c);
         pool->stats.closed_evicted++;
     } else if (pool->cfg.on_checkin && !checkin_hook_accepts(pool, c)) {
-        to_close = pool_detach_locked(pool, c);
+        to_close = pool__detach_locked(pool, c);
     } else if (c->doom != DOOM_NONE) {
         broken = c->doom == DOOM_SERVER;
         to_close = retire_locked(pool, c, true, evicted, &nevicted);
@@ -1003,7 +1013,7 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
             pool->stats.closed_broken++;
         else
             pool->stats.closed_role++;
-    } else if (!conn_returnable(pg)) {
+    } else if (!pool__conn_returnable(pg)) {
         /* Broken (the server went away), or left busy by the application. */
         to_close = retire_locked(pool, c, PQstatus(pg) == CONNECTION_BAD, evicted, &nevicted);
         pool->stats.closed_broken++;
@@ -1017,29 +1027,29 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
             broken = true;
         } else {
             if (rollback || pool->reset_query)
-                now = clock_now_us();
+                now = pool__clock_now_us();
             bool may_have_changed = !c->results_counted || c->results != c->results_verified;
-            if (may_have_changed && session_identity_changed(c)) {
-                to_close = pool_detach_locked(pool, c);
+            if (may_have_changed && pool__session_identity_changed(c)) {
+                to_close = pool__detach_locked(pool, c);
                 pool->stats.closed_broken++;
                 broken = true;
-            } else if (may_have_changed && !hosts_role_ok(&pool->hosts, pg)) {
+            } else if (may_have_changed && !pool__hosts_role_ok(&pool->hosts, pg)) {
                 to_close = retire_locked(pool, c, true, evicted, &nevicted);
                 pool->stats.closed_role++;
-            } else if (past_lifetime(pool, c, now)) {
-                to_close = pool_detach_locked(pool, c);
+            } else if (pool__past_lifetime(pool, c, now)) {
+                to_close = pool__detach_locked(pool, c);
                 pool->stats.closed_lifetime++;
             } else {
                 c->results_verified = c->results;
-                to_close = pool_make_available_locked(pool, c, now);
+                to_close = pool__make_available_locked(pool, c, now);
             }
         }
     }
-    pool_wake_workers_locked(pool);
+    pool__wake_workers_locked(pool);
     pool_unlock(pool);
     if (to_close)
-        pool_finish_closes(pool, &to_close, 1, !broken);
-    evict_finish(pool, evicted, nevicted);
+        pool__finish_closes(pool, &to_close, 1, !broken);
+    pool__evict_finish(pool, evicted, nevicted);
     return POOL_OK;
 }
 

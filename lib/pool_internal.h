@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pool_internal.h - what the files of lib/ share, and which lock guards what.
  *
@@ -6,6 +7,12 @@
  * slot with atomics and never takes it.  No lock is held across a syscall or
  * anything that can block: the socket poll of the zero-round-trip check,
  * round trips, connects and closes all run with it released.
+ *
+ * Names.  Every function or variable that two files share is called pool__*
+ * (libuv's uv__ rule): libpgpool.a then defines no global name outside
+ * pool_, so a program linking it statically cannot collide with us (its own
+ * conn_close, say).  The public API is pool_* with one underscore; the
+ * exports test checks both libraries.
  */
 #ifndef POOL_INTERNAL_H
 #define POOL_INTERNAL_H
@@ -15,10 +22,11 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #define POOL_MAGIC 0x706f6f6cu      /* "pool" */
 #define POOL_MAGIC_DEAD 0xdeadb00fu
-#define POOL_MSG_LEN 512
+#define POOL_MSG_LEN POOL_ERRMSG_SIZE
 #define POOL_CONNECT_WORKERS 2      /* bound on connection attempts in flight */
 #define POOL_BACKOFF_MIN_US 10000   /* first retry after a failed connect */
 #define POOL_BACKOFF_MAX_US 1000000 /* retries never wait longer than this */
@@ -76,7 +84,7 @@ typedef struct pool_conn {
     atomic_bool leak_reported;       /* reset by the holder at checkout; set by maint */
     /* Who the session is, as the server reported it once on_connect had run;
        immutable after open.  A connection returned as someone else is not
-       reused (see session_identity_changed in pool.c). */
+       reused (see pool__session_identity_changed in pool.c). */
     char session_user[64];           /* "session_authorization"; NAMEDATALEN is 64 */
     char superuser;                  /* first letter of "is_superuser": 'o'n/'o'ff... or 0 */
     bool identity_known;             /* the server reports both */
@@ -218,28 +226,28 @@ struct pool {
 };
 
 /* clock.c */
-int64_t clock_now_us(void);
-struct timespec clock_abs_timespec(int64_t deadline_us);
-int clock_poll_timeout_ms(int64_t deadline_us, int64_t now_us, int slice_ms);
+int64_t pool__clock_now_us(void);
+struct timespec pool__clock_abs_timespec(int64_t deadline_us);
+int pool__clock_poll_timeout_ms(int64_t deadline_us, int64_t now_us, int slice_ms);
 
 /* error.c */
-void pool_set_error(pool_err_t code, const char *fmt, ...)
+void pool__set_error(pool_err_t code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-void pool_set_error_msg(pool_err_t code, const char *msg);
-void pool_log(const pool_t *pool, int level, const char *fmt, ...)
+void pool__set_error_msg(pool_err_t code, const char *msg);
+void pool__log(const pool_t *pool, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void pool_copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg);
-char *pool_password_of(const char *conninfo);
+void pool__copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg);
+char *pool__password_of(const char *conninfo);
 
 /* wake.c: parking and waking waiters, on a word that holds one of these */
 enum { WAKE_WAITING = 0, WAKE_ASLEEP = 2, WAKE_WOKEN = 1 };
-void wake_wait(_Atomic uint32_t *word, int64_t deadline_us);
-void wake_now(_Atomic uint32_t *word);          /* with pool->lock held */
-void wake_after_unlock(_Atomic uint32_t *word); /* with pool->lock held: kicked by pool_unlock */
-void wake_pending(void);
+void pool__wake_wait(_Atomic uint32_t *word, int64_t deadline_us);
+void pool__wake_now(_Atomic uint32_t *word);          /* with pool->lock held */
+void pool__wake_after_unlock(_Atomic uint32_t *word); /* with pool->lock held: kicked by pool_unlock */
+void pool__wake_pending(void);
 
 /* stats.c */
-void hist_record(pool_hist_t *h, uint64_t us);
+void pool__hist_record(pool_hist_t *h, uint64_t us);
 /* bucket[0]: under 1 us; bucket[i]: [2^(i-1), 2^i); the last takes the rest */
 static inline int hist_bucket(uint64_t us)
 {
@@ -248,7 +256,26 @@ static inline int hist_bucket(uint64_t us)
 }
 
 /* config.c */
-int config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen);
+int pool__config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen);
+pool_err_t pool__config_from_caller(const pool_config_t *cfg, size_t size, pool_config_t *out,
+                                    char *errbuf, size_t errlen);
+
+/* abi.c: structs whose size the caller passes (see "ABI" in pgpool.h).  The
+   smallest size accepted is the contract's first published layout; _1_0 is
+   what version 1.0's header had, which the entry points without a size
+   assume.  Both are fixed for ever; sizeof is whatever this header has now. */
+#define POOL_CONFIG_SIZE_MIN (offsetof(pool_config_t, arg) + sizeof(void *))
+#define POOL_CONFIG_SIZE_1_0 (offsetof(pool_config_t, on_checkin) + sizeof(void (*)(void)))
+#define POOL_STATS_SIZE_MIN (offsetof(pool_stats_t, hold_us_total) + sizeof(uint64_t))
+#define POOL_STATS_SIZE_1_0 (offsetof(pool_stats_t, closed_evicted) + sizeof(uint64_t))
+#define POOL_HOST_STATS_SIZE_1_0 (offsetof(pool_host_stats_t, evictions) + sizeof(uint64_t))
+/* Whether a caller's struct of `size` bytes holds field `member` of `type`. */
+#define POOL_HAS_FIELD(type, member, size) \
+    (offsetof(type, member) + sizeof(((type *)0)->member) <= (size))
+/* Copies a caller's struct of `size` bytes into ours, zero beyond its end. */
+void pool__copy_in(void *ours, size_t ours_size, const void *theirs, size_t size);
+/* Copies ours into the caller's struct of `size` bytes, zero beyond ours. */
+void pool__copy_out(void *theirs, size_t size, const void *ours, size_t ours_size);
 
 /* settings.c: pool_* keys in the conninfo */
 typedef struct pool_settings {
@@ -259,96 +286,96 @@ typedef struct pool_settings {
     int applied;         /* how many pool_* keys were found */
     bool load_balance_random; /* load_balance_hosts=random (taken out: libpq 15 rejects it) */
 } pool_settings_t;
-int settings_from_conninfo(const pool_config_t *cfg, pool_settings_t *out, char *errbuf,
+int pool__settings_from_conninfo(const pool_config_t *cfg, pool_settings_t *out, char *errbuf,
                            size_t errlen);
-void settings_free(pool_settings_t *s);
+void pool__settings_free(pool_settings_t *s);
 
 /* conn.c: opening, validating and resetting one connection, all outside the lock */
-PGconn *conn_open_params(pool_t *pool, const char *const *keywords, const char *const *values,
+PGconn *pool__conn_open_params(pool_t *pool, const char *const *keywords, const char *const *values,
                          char *reason, size_t len);
 typedef enum conn_health {
     CONN_DEAD,        /* closed, broken, busy or inside a transaction */
     CONN_ALIVE,       /* nothing suggests otherwise */
     CONN_SUSPECT,     /* the server sent something unasked: only a round trip can tell */
 } conn_health_t;
-conn_health_t conn_check_nowait(PGconn *pg, bool poll_socket);
-bool conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us);
-void conn_close(PGconn *pg);
-void conn_close_and_wait(PGconn *pg, int64_t deadline_us);
-void conn_drop_silently(PGconn *pg);
+conn_health_t pool__conn_check_nowait(PGconn *pg, bool poll_socket);
+bool pool__conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us);
+void pool__conn_close(PGconn *pg);
+void pool__conn_close_and_wait(PGconn *pg, int64_t deadline_us);
+void pool__conn_drop_silently(PGconn *pg);
 
 /* hosts.c: one attempt per host of the conninfo, bounded each */
-int hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *err, size_t errlen);
-void hosts_free(pool_hosts_t *h);
-PGconn *hosts_connect(pool_t *pool, int *host, char *err, size_t errlen);
-bool hosts_role_ok(const pool_hosts_t *h, PGconn *pg);
-const char *hosts_name(const pool_hosts_t *h, int j); /* host, else hostaddr; "" = default */
-bool hosts_expect_writes(const pool_hosts_t *h);
+int pool__hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *err, size_t errlen);
+void pool__hosts_free(pool_hosts_t *h);
+PGconn *pool__hosts_connect(pool_t *pool, int *host, char *err, size_t errlen);
+bool pool__hosts_role_ok(const pool_hosts_t *h, PGconn *pg);
+const char *pool__hosts_name(const pool_hosts_t *h, int j); /* host, else hostaddr; "" = default */
+bool pool__hosts_expect_writes(const pool_hosts_t *h);
 
 /* conn_map.c */
-int conn_map_init(conn_map_t *map, size_t max_entries);
-void conn_map_free(conn_map_t *map);
-pool_conn_t *conn_map_find(const conn_map_t *map, const PGconn *pg);
-void conn_map_insert(conn_map_t *map, pool_conn_t *c);
-void conn_map_remove(conn_map_t *map, const PGconn *pg);
-int conn_map_resize(conn_map_t *map, size_t max_entries);
+int pool__conn_map_init(conn_map_t *map, size_t max_entries);
+void pool__conn_map_free(conn_map_t *map);
+pool_conn_t *pool__conn_map_find(const conn_map_t *map, const PGconn *pg);
+void pool__conn_map_insert(conn_map_t *map, pool_conn_t *c);
+void pool__conn_map_remove(conn_map_t *map, const PGconn *pg);
+int pool__conn_map_resize(conn_map_t *map, size_t max_entries);
 
 /* waitq.c */
-void waitq_push_back(pool_waitq_t *q, pool_waiter_t *w);
-void waitq_push_front(pool_waitq_t *q, pool_waiter_t *w);
-pool_waiter_t *waitq_pop_front(pool_waitq_t *q);
-void waitq_remove(pool_waitq_t *q, pool_waiter_t *w);
+void pool__waitq_push_back(pool_waitq_t *q, pool_waiter_t *w);
+void pool__waitq_push_front(pool_waitq_t *q, pool_waiter_t *w);
+pool_waiter_t *pool__waitq_pop_front(pool_waitq_t *q);
+void pool__waitq_remove(pool_waitq_t *q, pool_waiter_t *w);
 
 /* pool.c: shared by the background threads; all called with pool->lock held */
-PGconn *pool_make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us);
-pool_conn_t *conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, int host,
+PGconn *pool__make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us);
+pool_conn_t *pool__conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, int host,
                                unsigned epoch, int64_t started_us, int64_t now_us);
-void pool_release_slot_locked(pool_t *pool, pool_conn_t *c);
-void pool_unpark_all_locked(pool_t *pool);
-void pool_settle(pool_t *pool, pool_conn_t *c); /* lock NOT held */
-void pool_serve_waiters_locked(pool_t *pool);
-int pool_detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max);
-PGconn *pool_detach_locked(pool_t *pool, pool_conn_t *c);
-int pool_connect_demand_locked(const pool_t *pool);
-void pool_wake_workers_locked(pool_t *pool);
-void pool_finish_closes(pool_t *pool, PGconn **pgs, int n, bool graceful); /* lock NOT held */
-int pool_start_threads(pool_t *pool);
-void pool_enter_locked(pool_t *pool);
+void pool__release_slot_locked(pool_t *pool, pool_conn_t *c);
+void pool__unpark_all_locked(pool_t *pool);
+void pool__settle(pool_t *pool, pool_conn_t *c); /* lock NOT held */
+void pool__serve_waiters_locked(pool_t *pool);
+int pool__detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max);
+PGconn *pool__detach_locked(pool_t *pool, pool_conn_t *c);
+int pool__connect_demand_locked(const pool_t *pool);
+void pool__wake_workers_locked(pool_t *pool);
+void pool__finish_closes(pool_t *pool, PGconn **pgs, int n, bool graceful); /* lock NOT held */
+int pool__start_threads(pool_t *pool);
+void pool__enter_locked(pool_t *pool);
 
 /* pool.c: checks shared with the fast path, on a connection the caller holds */
-bool conn_returnable(PGconn *pg);
-bool session_identity_changed(const pool_conn_t *c);
-bool past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us);
+bool pool__conn_returnable(PGconn *pg);
+bool pool__session_identity_changed(const pool_conn_t *c);
+bool pool__past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us);
 
 /* fast.c: borrowing and returning without the lock */
-pool_conn_t *fast_take(pool_t *pool);
-void fast_checked_out(pool_conn_t *c, int64_t now_us);
-bool fast_return(pool_t *pool, PGconn *pg);
-void fast_remember(const pool_t *pool, pool_conn_t *c);
-pool_conn_t *fast_mine(const pool_t *pool);
-void shard_add_to(const conn_shard_t *sh, pool_stats_t *out);
+pool_conn_t *pool__fast_take(pool_t *pool);
+void pool__fast_checked_out(pool_conn_t *c, int64_t now_us);
+bool pool__fast_return(pool_t *pool, PGconn *pg);
+void pool__fast_remember(const pool_t *pool, pool_conn_t *c);
+pool_conn_t *pool__fast_mine(const pool_t *pool);
+void pool__shard_add_to(const conn_shard_t *sh, pool_stats_t *out);
 
 /* evict.c: retiring every connection to a host that failed */
-int evict_host_locked(pool_t *pool, int host, PGconn **out, int max);
-int evict_detach_idle_locked(pool_t *pool, PGconn **out, int max);
-void evict_finish(pool_t *pool, PGconn **batch, int n); /* lock NOT held */
+int pool__evict_host_locked(pool_t *pool, int host, PGconn **out, int max);
+int pool__evict_detach_idle_locked(pool_t *pool, PGconn **out, int max);
+void pool__evict_finish(pool_t *pool, PGconn **batch, int n); /* lock NOT held */
 
 /* workers.c: connection attempts in the background */
-void *connect_worker_main(void *arg);
+void *pool__connect_worker_main(void *arg);
 
 /* maint.c */
-void *maint_main(void *arg);
+void *pool__maint_main(void *arg);
 
 
 /* fork.c */
-void fork_register(pool_t *pool);
-void fork_unregister(pool_t *pool);
-extern unsigned fork_generation_now; /* read on every call: inline, no function call */
+void pool__fork_register(pool_t *pool);
+void pool__fork_unregister(pool_t *pool);
+extern unsigned pool__fork_generation_now; /* read on every call: inline, no function call */
 static inline unsigned fork_generation(void)
 {
-    return fork_generation_now;
+    return pool__fork_generation_now;
 }
-void fork_reset_locked(pool_t *pool);
+void pool__fork_reset_locked(pool_t *pool);
 
 /* Releases the pool's lock, then wakes the waiters this thread handed
    connections to meanwhile.  Every unlock in lib/ goes through here. */
@@ -362,7 +389,7 @@ static inline void pool_unlock(pool_t *pool)
     if (atomic_load_explicit(&pool->fast_ok, memory_order_relaxed) != ok)
         atomic_store(&pool->fast_ok, ok);
     pthread_mutex_unlock(&pool->lock);
-    wake_pending();
+    pool__wake_pending();
 }
 
 /* The next delay of a capped exponential backoff: min after none, then

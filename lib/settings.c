@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * settings.c - pool settings carried in the conninfo (pool_max_size=20 ...).
  *
@@ -394,25 +395,25 @@ static bool split_keyword_value(const char *conninfo, pool_settings_t *out, char
 
 /* ---- entry point -------------------------------------------------------- */
 
-int settings_from_conninfo(const pool_config_t *cfg, pool_settings_t *out, char *errbuf,
+int pool__settings_from_conninfo(const pool_config_t *cfg, pool_settings_t *out, char *errbuf,
                            size_t errlen)
 {
     memset(out, 0, sizeof *out);
     if (!cfg || !cfg->conninfo)
-        return POOL_OK; /* config_validate says what is missing */
+        return POOL_OK; /* pool__config_validate says what is missing */
     out->cfg = *cfg;
     bool ok = uri_prefix_length(cfg->conninfo) > 0
                   ? split_uri(cfg->conninfo, out, errbuf, errlen)
                   : split_keyword_value(cfg->conninfo, out, errbuf, errlen);
     if (!ok) {
-        settings_free(out);
+        pool__settings_free(out);
         return strcmp(errbuf, "out of memory") == 0 ? POOL_ENOMEM : POOL_EINVAL;
     }
     out->cfg.conninfo = out->conninfo;
     return POOL_OK;
 }
 
-void settings_free(pool_settings_t *s)
+void pool__settings_free(pool_settings_t *s)
 {
     free(s->conninfo);
     free(s->reset_query);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * waitq.c - the FIFO queue of callers blocked in pool_getconn.
  *
@@ -9,7 +10,7 @@
 
 #include <stddef.h>
 
-void waitq_push_back(pool_waitq_t *q, pool_waiter_t *w)
+void pool__waitq_push_back(pool_waitq_t *q, pool_waiter_t *w)
 {
     w->next = NULL;
     w->prev = q->tail;
@@ -24,7 +25,7 @@ void waitq_push_back(pool_waitq_t *q, pool_waiter_t *w)
 
 /* For a caller whose handed-over connection failed validation: it keeps its
    place at the front instead of going to the back of the line. */
-void waitq_push_front(pool_waitq_t *q, pool_waiter_t *w)
+void pool__waitq_push_front(pool_waitq_t *q, pool_waiter_t *w)
 {
     w->prev = NULL;
     w->next = q->head;
@@ -37,7 +38,7 @@ void waitq_push_front(pool_waitq_t *q, pool_waiter_t *w)
     q->len++;
 }
 
-void waitq_remove(pool_waitq_t *q, pool_waiter_t *w)
+void pool__waitq_remove(pool_waitq_t *q, pool_waiter_t *w)
 {
     if (!w->queued)
         return;
@@ -54,10 +55,10 @@ void waitq_remove(pool_waitq_t *q, pool_waiter_t *w)
     q->len--;
 }
 
-pool_waiter_t *waitq_pop_front(pool_waitq_t *q)
+pool_waiter_t *pool__waitq_pop_front(pool_waitq_t *q)
 {
     pool_waiter_t *w = q->head;
     if (w)
-        waitq_remove(q, w);
+        pool__waitq_remove(q, w);
     return w;
 }

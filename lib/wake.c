@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * wake.c - parking a caller that waits in line, and waking it.
  *
@@ -28,12 +29,12 @@
 static _Thread_local _Atomic uint32_t *pending[MAX_PENDING];
 static _Thread_local int npending;
 
-void wake_wait(_Atomic uint32_t *word, int64_t deadline_us)
+void pool__wake_wait(_Atomic uint32_t *word, int64_t deadline_us)
 {
     uint32_t waiting = WAKE_WAITING;
     if (!atomic_compare_exchange_strong(word, &waiting, WAKE_ASLEEP))
         return; /* woken already */
-    struct timespec ts = clock_abs_timespec(deadline_us);
+    struct timespec ts = pool__clock_abs_timespec(deadline_us);
     /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline.  Returns
        on a wake, the deadline, a signal or a word no longer ASLEEP; the
        caller re-checks in every case. */
@@ -48,13 +49,13 @@ static void kick(_Atomic uint32_t *word)
     syscall(SYS_futex, word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
 }
 
-void wake_now(_Atomic uint32_t *word)
+void pool__wake_now(_Atomic uint32_t *word)
 {
     if (atomic_exchange(word, WAKE_WOKEN) == WAKE_ASLEEP)
         kick(word);
 }
 
-void wake_after_unlock(_Atomic uint32_t *word)
+void pool__wake_after_unlock(_Atomic uint32_t *word)
 {
     if (atomic_exchange(word, WAKE_WOKEN) != WAKE_ASLEEP)
         return; /* it will see WOKEN before it sleeps */
@@ -64,7 +65,7 @@ void wake_after_unlock(_Atomic uint32_t *word)
         kick(word); /* correct, only slower */
 }
 
-void wake_pending(void)
+void pool__wake_pending(void)
 {
     for (int i = 0; i < npending; i++)
         kick(pending[i]);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * workers.c - the threads that open connections in the background.
  *
@@ -26,9 +27,9 @@ static void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t
     pool->backoff_until_us = now_us + pool->backoff_us;
     if (pool->nopen > 0 || pool->nconnecting > 0)
         return;
-    for (pool_waiter_t *w; (w = waitq_pop_front(&pool->waiters));) {
+    for (pool_waiter_t *w; (w = pool__waitq_pop_front(&pool->waiters));) {
         w->err = POOL_ECONNECT;
-        wake_now(&w->woken);
+        pool__wake_now(&w->woken);
     }
 }
 
@@ -40,18 +41,18 @@ static void connect_once_locked(pool_t *pool)
     pool->nconnecting++;
     pool_unlock(pool);
 
-    int64_t started = clock_now_us();
+    int64_t started = pool__clock_now_us();
     int host;
-    PGconn *pg = hosts_connect(pool, &host, err, sizeof err);
+    PGconn *pg = pool__hosts_connect(pool, &host, err, sizeof err);
     pool_conn_t *spare = pg ? malloc(sizeof *spare) : NULL;
     if (pg && !spare) {
-        conn_close(pg);
+        pool__conn_close(pg);
         pg = NULL;
         snprintf(err, sizeof err, "could not open connection: out of memory");
     }
 
     pthread_mutex_lock(&pool->lock);
-    int64_t now = clock_now_us();
+    int64_t now = pool__clock_now_us();
     pool->nconnecting--;
     if (pg && pool->grow_wanted > 0)
         pool->grow_wanted--;
@@ -60,8 +61,8 @@ static void connect_once_locked(pool_t *pool)
     bool was_failing = pool->connect_failing;
     PGconn *excess = NULL;
     if (pg)
-        excess = pool_make_available_locked(
-            pool, conn_track_locked(pool, &spare, pg, host, epoch, started, now), now);
+        excess = pool__make_available_locked(
+            pool, pool__conn_track_locked(pool, &spare, pg, host, epoch, started, now), now);
     else
         workers_connect_failed_locked(pool, err, now);
     bool stopping = pool->closed;
@@ -69,26 +70,26 @@ static void connect_once_locked(pool_t *pool)
     free(spare); /* a free slot was used instead */
 
     if (excess)
-        pool_finish_closes(pool, &excess, 1, true);
+        pool__finish_closes(pool, &excess, 1, true);
     if (!pg && !was_failing && !stopping)
-        pool_log(pool, POOL_LOG_WARN, "%s; retrying with backoff", err);
+        pool__log(pool, POOL_LOG_WARN, "%s; retrying with backoff", err);
     else if (pg && was_failing)
-        pool_log(pool, POOL_LOG_INFO, "connections succeed again");
+        pool__log(pool, POOL_LOG_INFO, "connections succeed again");
     pthread_mutex_lock(&pool->lock);
 }
 
-void *connect_worker_main(void *arg)
+void *pool__connect_worker_main(void *arg)
 {
     pool_t *pool = arg;
     pthread_mutex_lock(&pool->lock);
     while (!pool->closed) {
-        if (pool_connect_demand_locked(pool) <= 0) {
+        if (pool__connect_demand_locked(pool) <= 0) {
             pthread_cond_wait(&pool->work_cond, &pool->lock);
             continue;
         }
-        int64_t now = clock_now_us();
+        int64_t now = pool__clock_now_us();
         if (pool->connect_failing && now < pool->backoff_until_us) {
-            struct timespec ts = clock_abs_timespec(pool->backoff_until_us);
+            struct timespec ts = pool__clock_abs_timespec(pool->backoff_until_us);
             pthread_cond_timedwait(&pool->work_cond, &pool->lock, &ts);
             continue;
         }

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # bouncer_harness.sh DIR UPSTREAM_DIR UPSTREAM_PORT start|stop|restart|repoint DBNAME|destroy
 # Debian's PgBouncer (/usr/sbin/pgbouncer) in front of the test cluster, as the
 # postgres user when run as root: pool_mode=transaction, default_pool_size=2,

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # failover_harness.sh DIR start PORT_A PORT_B | stop-a fast|immediate | promote-b |
 #                        rejoin-a | destroy
 # A throwaway primary and streaming standby for the failover tests, as the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fault_proxy.c - see fault_proxy.h.  One thread, one poll() loop; the
  * control calls only set fields and wake the loop through a pipe, so every

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fault_proxy.h - a small fault-injection TCP proxy for the tests.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * harness.h - what every test file shares: the server under test, counting
  * and killing backends, controlling the throwaway cluster, capturing logs.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # pg_harness.sh DIR PORT start|tcp-start|tls-start|stop|kill|restart|pause|resume|destroy
 # tcp-start: also listens on 127.0.0.1:PORT (plain TCP, trust).
 # tls-start: also serves TLS on 127.0.0.1:PORT with a throwaway CA in DIR/tls.

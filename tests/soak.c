@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * soak.c - chaos soak: 32+ threads do random pool operations (getconn with
  * random timeouts, queries, transactions left open, failed transactions,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_acquire.c - borrowing: reuse, growth to max_size and overflow,
  * timeouts as deadlines, max_waiting, and the wait statistics.

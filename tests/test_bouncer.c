@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_bouncer.c - pgpool in front of PgBouncer (Debian's 1.18, transaction
  * mode, default_pool_size=2; bouncer_harness.sh): pre-ping leaves a restarted

@@ -1,9 +1,11 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_config.c - pool_config_init defaults, pool_create's checks and the
  * connections it opens before it returns.
  */
 #include "harness.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -210,6 +212,76 @@ static void test_strerror_covers_every_code(void **state)
     assert_string_equal(pool_strerror(POOL_ETIMEDOUT), "timed out waiting for a connection");
 }
 
+/* A program built against a newer header passes a larger struct: the tail
+   this library does not know must be zero (pool_config_init_sized zeroes
+   it), else pool_create refuses instead of ignoring a setting. */
+static void test_config_from_a_newer_header_needs_its_unknown_tail_zero(void **state)
+{
+    struct {
+        pool_config_t cfg;
+        uint64_t newer_field;
+    } big;
+    memset(&big, 0x5a, sizeof big);
+    pool_config_init_sized(&big.cfg, sizeof big);
+    assert_int_equal(big.newer_field, 0);
+    assert_int_equal(big.cfg.max_size, 10);
+    big.cfg.conninfo = test_conninfo("cfg_newer");
+    big.cfg.min_size = 0;
+    char err[512];
+    pool_t *pool = pool_create_sized(&big.cfg, sizeof big, err, sizeof err);
+    assert_non_null(pool);
+    pool_destroy(pool);
+
+    big.newer_field = 1;
+    assert_null(pool_create_sized(&big.cfg, sizeof big, err, sizeof err));
+    assert_int_equal(pool_errcode(), POOL_EINVAL);
+    assert_non_null(strstr(err, "built against a newer pgpool.h"));
+}
+
+static void test_struct_sizes_below_the_first_layout_are_refused(void **state)
+{
+    pool_config_t cfg;
+    test_config(&cfg, "cfg_tiny");
+    char err[512];
+    assert_null(pool_create_sized(&cfg, 8, err, sizeof err));
+    assert_int_equal(pool_errcode(), POOL_EINVAL);
+    assert_non_null(strstr(err, "smaller than any pgpool header's"));
+    memset(&cfg, 0x5a, sizeof cfg);
+    pool_config_init_sized(&cfg, 8); /* does nothing */
+    assert_int_equal(cfg.min_size, 0x5a5a5a5a);
+
+    test_config(&cfg, "cfg_tiny");
+    cfg.min_size = 0;
+    pool_t *pool = pool_create(&cfg, err, sizeof err);
+    assert_non_null(pool);
+    pool_stats_t st;
+    assert_int_equal(pool_get_stats_sized(pool, &st, 8), POOL_EINVAL);
+    assert_int_equal(pool_stats_format_sized(&st, 8, POOL_FORMAT_JSON, "x", NULL, 0), -1);
+    pool_host_stats_t hs;
+    assert_int_equal(pool_get_host_stats_sized(pool, &hs, 1, 8), -1);
+    assert_int_equal(pool_host_stats_format_sized(&hs, 1, 8, POOL_FORMAT_JSON, "x", NULL, 0), -1);
+
+    /* Larger than ours: the tail is zeroed, never left as it was. */
+    struct {
+        pool_stats_t stats;
+        uint64_t newer_field;
+    } big;
+    memset(&big, 0x5a, sizeof big);
+    assert_int_equal(pool_get_stats_sized(pool, &big.stats, sizeof big), POOL_OK);
+    assert_int_equal(big.newer_field, 0);
+    assert_int_equal(big.stats.max_size, cfg.max_size);
+    pool_destroy(pool);
+}
+
+static void test_version_is_the_headers(void **state)
+{
+    assert_int_equal(pool_version(), PGPOOL_VERSION_NUMBER);
+    char expect[32];
+    snprintf(expect, sizeof expect, "%d.%d.%d", PGPOOL_VERSION_MAJOR, PGPOOL_VERSION_MINOR,
+             PGPOOL_VERSION_PATCH);
+    assert_string_equal(pool_version_string(), expect);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -222,6 +294,9 @@ int main(void)
         cmocka_unit_test(test_create_copies_its_strings),
         cmocka_unit_test(test_bad_conninfo_message_never_shows_the_password),
         cmocka_unit_test(test_strerror_covers_every_code),
+        cmocka_unit_test(test_config_from_a_newer_header_needs_its_unknown_tail_zero),
+        cmocka_unit_test(test_struct_sizes_below_the_first_layout_are_refused),
+        cmocka_unit_test(test_version_is_the_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_control.c - pool_resize, pool_evict, pool_pause and pool_resume on a
  * live pool: each under concurrent load, counting the backends the server

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_failover.c - a primary and a streaming standby (failover_harness.sh),
  * eight writer threads on host=A,B target_session_attrs=read-write, and the

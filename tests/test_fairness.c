@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_fairness.c - waiters are served first come, first served; a returned
  * connection goes to the longest waiter and is never taken by a newcomer; one

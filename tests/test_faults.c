@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_faults.c - the database refusing, stopping, restarting and killing
  * backends: fail fast with libpq's reason, back off instead of storming,

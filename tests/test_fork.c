@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_fork.c - a child that uses an inherited pool gets fresh connections,
  * and the parent's sessions are untouched by anything the child does.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_format.c - pool_stats_format: Prometheus text that promtool accepts and
  * JSON that jq parses, both carrying the snapshot's figures; snprintf-style

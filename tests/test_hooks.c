@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_hooks.c - on_checkout and on_checkin: where they run (after
  * validation; before rollback and reset), that a rejecting hook's connection

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_hosts.c - a conninfo with several hosts: one attempt per host, each
  * bounded by connect_timeout_ms (a silent first host costs one timeout, not

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_isolation.c - a borrower never inherits another's session: with
  * reset_query "DISCARD ALL" every kind of session state is gone for the next

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_lifetime.c - idle_timeout_ms above min_size, max_lifetime_ms when next
  * idle (never while in use), refill to min_size, leak warnings.

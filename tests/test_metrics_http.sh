@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # examples/metrics_http under load: fetches /metrics and /metrics.json with
 # curl, checks the text with promtool and the JSON with jq (figures and
 # consistency), a 404 for an unknown path, and a clean exit on SIGTERM.  Also

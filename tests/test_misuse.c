@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_misuse.c - every function given NULL, a foreign or twice-returned
  * connection, a pointer that is no pool; pool_destroy with waiters and

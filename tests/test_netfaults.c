@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_netfaults.c - the pool behind a fault-injection proxy (fault_proxy.c):
  * a silent network, connections reset mid-query, refused connections and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_return.c - pool_putconn in every state a borrower can leave a
  * connection in, reset_query, and pool_discard.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_settings.c - pool_* settings in the conninfo: taken out of URIs and
  * keyword/value strings exactly, the rest left for libpq verbatim, values
@@ -11,14 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Splits conninfo over a default config; the caller frees with settings_free. */
+/* Splits conninfo over a default config; the caller frees with pool__settings_free. */
 static int split(const char *conninfo, pool_settings_t *out, char *err, size_t errlen)
 {
     pool_config_t cfg;
     pool_config_init(&cfg);
     cfg.conninfo = conninfo;
     *err = '\0';
-    return settings_from_conninfo(&cfg, out, err, errlen);
+    return pool__settings_from_conninfo(&cfg, out, err, errlen);
 }
 
 static void test_uri_pool_keys_are_taken_out_and_the_rest_kept_verbatim(void **state)
@@ -37,13 +38,13 @@ static void test_uri_pool_keys_are_taken_out_and_the_rest_kept_verbatim(void **s
     assert_int_equal(s.cfg.acquire_timeout_ms, 5000);
     assert_int_equal(s.cfg.connect_timeout_ms, 10000); /* untouched default */
     assert_int_equal(s.applied, 3);
-    settings_free(&s);
+    pool__settings_free(&s);
 
     /* Only pool keys: no '?' is left behind; postgres:// works too. */
     assert_int_equal(split("postgres://h/db?pool_max_overflow=4", &s, err, sizeof err), POOL_OK);
     assert_string_equal(s.conninfo, "postgres://h/db");
     assert_int_equal(s.cfg.max_overflow, 4);
-    settings_free(&s);
+    pool__settings_free(&s);
 
     /* Values and keys are percent-decoded; a '?' in the password is not the query. */
     assert_int_equal(split("postgresql://u:pa?ss@h/db?pool%5Fmax_size=3"
@@ -53,13 +54,13 @@ static void test_uri_pool_keys_are_taken_out_and_the_rest_kept_verbatim(void **s
     assert_string_equal(s.conninfo, "postgresql://u:pa?ss@h/db");
     assert_int_equal(s.cfg.max_size, 3);
     assert_string_equal(s.cfg.reset_query, "DISCARD ALL");
-    settings_free(&s);
+    pool__settings_free(&s);
 
     /* No pool keys at all: the string is unchanged. */
     assert_int_equal(split("postgresql:///db?host=/tmp&port=5", &s, err, sizeof err), POOL_OK);
     assert_string_equal(s.conninfo, "postgresql:///db?host=/tmp&port=5");
     assert_int_equal(s.applied, 0);
-    settings_free(&s);
+    pool__settings_free(&s);
 }
 
 static void test_keyword_value_pool_keys_are_taken_out_and_the_rest_kept(void **state)
@@ -76,7 +77,7 @@ static void test_keyword_value_pool_keys_are_taken_out_and_the_rest_kept(void **
     assert_int_equal(s.cfg.pre_ping, 0);
     assert_int_equal(s.cfg.idle_timeout_ms, 120000);
     assert_string_equal(s.cfg.reset_query, "SET search_path TO 'x'");
-    settings_free(&s);
+    pool__settings_free(&s);
 
     /* libpq accepts what is left. */
     assert_int_equal(split("host=h pool_max_size=2 port=5", &s, err, sizeof err), POOL_OK);
@@ -84,12 +85,12 @@ static void test_keyword_value_pool_keys_are_taken_out_and_the_rest_kept(void **
     PQconninfoOption *opts = PQconninfoParse(s.conninfo, &perr);
     assert_non_null(opts);
     PQconninfoFree(opts);
-    settings_free(&s);
+    pool__settings_free(&s);
 
     /* What is left still reads as keyword/value, even when it begins like a URI. */
     assert_int_equal(split("pool_max_size=1 postgresql://?pool_x=1", &s, err, sizeof err), POOL_OK);
     assert_string_equal(s.conninfo, " postgresql://?pool_x=1");
-    settings_free(&s);
+    pool__settings_free(&s);
 
     /* Where libpq will see a syntax error, the rest is handed on as it is,
        for libpq to explain. */
@@ -99,7 +100,7 @@ static void test_keyword_value_pool_keys_are_taken_out_and_the_rest_kept(void **
     assert_null(PQconninfoParse(s.conninfo, &perr));
     assert_non_null(strstr(perr, "dbname"));
     PQfreemem(perr);
-    settings_free(&s);
+    pool__settings_free(&s);
 }
 
 static void test_durations_take_units_and_a_bare_number_is_milliseconds(void **state)
@@ -115,7 +116,7 @@ static void test_durations_take_units_and_a_bare_number_is_milliseconds(void **s
         if (split(conninfo, &s, err, sizeof err) != POOL_OK)
             fail_msg("%s refused: %s", cases[i].value, err);
         assert_int_equal(s.cfg.acquire_timeout_ms, cases[i].ms);
-        settings_free(&s);
+        pool__settings_free(&s);
     }
     const char *booleans[] = {"1", "on", "true", "TRUE", "0", "off", "false", "Off"};
     for (size_t i = 0; i < sizeof booleans / sizeof booleans[0]; i++) {
@@ -124,7 +125,7 @@ static void test_durations_take_units_and_a_bare_number_is_milliseconds(void **s
         pool_settings_t s;
         assert_int_equal(split(conninfo, &s, err, sizeof err), POOL_OK);
         assert_int_equal(s.cfg.pre_ping, i < 4 ? 1 : 0);
-        settings_free(&s);
+        pool__settings_free(&s);
     }
 }
 
@@ -178,17 +179,17 @@ static void test_a_later_duplicate_wins_and_the_url_overrides_the_struct(void **
                    "&pool_max_size=7&pool_reset_query=";
     pool_settings_t s;
     char err[POOL_MSG_LEN];
-    assert_int_equal(settings_from_conninfo(&cfg, &s, err, sizeof err), POOL_OK);
+    assert_int_equal(pool__settings_from_conninfo(&cfg, &s, err, sizeof err), POOL_OK);
     assert_int_equal(s.cfg.max_size, 7);
     assert_null(s.cfg.reset_query); /* empty: no reset query */
-    settings_free(&s);
+    pool__settings_free(&s);
 
     cfg.conninfo = "pool_max_size=3 host=h pool_max_size=9";
-    assert_int_equal(settings_from_conninfo(&cfg, &s, err, sizeof err), POOL_OK);
+    assert_int_equal(pool__settings_from_conninfo(&cfg, &s, err, sizeof err), POOL_OK);
     assert_int_equal(s.cfg.max_size, 9);
     assert_string_equal(s.cfg.reset_query, "DISCARD ALL"); /* the struct's, kept */
     assert_string_equal(s.conninfo, "host=h");
-    settings_free(&s);
+    pool__settings_free(&s);
 }
 
 /* ---- against the real server ------------------------------------------- */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_stats.c - latency histograms: bucket boundaries, pool_hist_percentile's
  * rules, and histograms that agree with the counters of the same snapshot,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_threads.c - many threads at once: max_size + max_overflow never
  * exceeded (by the pool's count and by the server's), stats consistent in

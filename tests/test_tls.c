@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_tls.c - the pool over TLS: sslmode=verify-full works through the pool
  * against a cluster serving a certificate from a throwaway CA, and a wrong CA

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_validation.c - pre_ping: the zero-round-trip check on every checkout,
  * the round trip only after ping_idle_ms, dead connections replaced

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench.c - pgpool next to what users would pick instead, side by side in one
  * run: every cell of the matrix (workload x threads x contender) is repeated,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * contenders.c - pgpool and what a C programmer would use instead, behind one
  * interface: the obvious hand-rolled pool (a mutex, a condition variable and

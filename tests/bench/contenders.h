@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * contenders.h - what the benchmark compares pgpool with: one interface over
  * every way a C program can get a PostgreSQL session for a request.

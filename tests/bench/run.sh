@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # tests/bench/run.sh [--quick | --smoke] [bench options...]
 # The benchmark matrix from one command: installs what it needs (when root,
 # from Debian's archive: build tools, libpq, PostgreSQL, libzdb, PgBouncer),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_conninfo.c - libFuzzer target for everything pgpool does with a
  * conninfo string: validation (libpq's PQconninfoParse), finding the password
@@ -36,11 +37,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.conninfo = conninfo;
     char err[POOL_MSG_LEN];
     memset(err, 'x', sizeof err); /* written only on failure */
-    int rc = config_validate(&cfg, err, sizeof err);
+    int rc = pool__config_validate(&cfg, err, sizeof err);
 
     pool_t scrubber;
     memset(&scrubber, 0, sizeof scrubber);
-    scrubber.password = pool_password_of(conninfo);
+    scrubber.password = pool__password_of(conninfo);
     /* Our own words ("invalid conninfo: ") may contain a one-letter
        password by chance; what must never show it is libpq's part. */
     const char *prefix = "invalid conninfo: ";
@@ -51,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* The string as if libpq had echoed it in an error. */
     char msg[POOL_MSG_LEN];
-    pool_copy_libpq_message(&scrubber, msg, sizeof msg, conninfo);
+    pool__copy_libpq_message(&scrubber, msg, sizeof msg, conninfo);
     check_message(msg, sizeof msg, scrubber.password);
 
     free(scrubber.password);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_settings.c - libFuzzer target for taking pool_* settings out of a
  * conninfo (lib/settings.c).  Invariants: no crash or sanitizer report; on
@@ -39,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pool_settings_t s;
     char err[POOL_MSG_LEN];
     memset(err, 'x', sizeof err);
-    int rc = settings_from_conninfo(&cfg, &s, err, sizeof err);
+    int rc = pool__settings_from_conninfo(&cfg, &s, err, sizeof err);
     if (rc != POOL_OK) {
         if (!memchr(err, '\0', sizeof err) ||
             (!strstr(err, "pool_") && !strstr(err, "load_balance_hosts")))
@@ -59,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort(); /* a pool_* key got through to libpq */
     PQconninfoFree(opts);
     PQfreemem(perr);
-    settings_free(&s);
+    pool__settings_free(&s);
     free(conninfo);
     return 0;
 }
