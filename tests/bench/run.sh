@@ -9,15 +9,15 @@
 # --smoke: a few seconds (CI runs it so it keeps working; no timing gates).
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
-if [ "$(id -u)" = 0 ] && { ! command -v pgbouncer >/dev/null || [ ! -e /usr/include/zdb/zdb.h ] || ! command -v cmake >/dev/null; }; then
+if [ "$(id -u)" = 0 ] && { ! command -v pgbouncer >/dev/null || [ ! -e /usr/include/zdb/zdb.h ] || [ ! -e /usr/include/cmocka.h ] || ! command -v cmake >/dev/null; }; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update >/dev/null
     apt-get install -y --no-install-recommends cmake make gcc libc6-dev libpq-dev postgresql \
-        libzdb-dev pgbouncer >/dev/null
+        libzdb-dev libcmocka-dev pgbouncer >/dev/null
 fi
 
 build="$top/build-bench"
-cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=Release -DPGPOOL_BUILD_EXAMPLES=OFF >/dev/null
+cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=Release -DPGPOOL_BUILD_TESTS=ON -DPGPOOL_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build "$build" -j 2 --target bench >/dev/null
 
 dir=$(mktemp -d /tmp/pgpool-bench.XXXXXX)
