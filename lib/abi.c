@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * abi.c - structs that cross the API with the caller's size, and the entry
- * points of programs built against version 1.0's header.
+ * abi.c - the entry points of programs built against version 1.0's header.
  *
  * A program passes sizeof its pool_config_t, pool_stats_t or
  * pool_host_stats_t (the header's macros do it), so the library never reads
@@ -11,25 +10,9 @@
  */
 #include "pool_internal.h"
 
-#include <string.h>
-
 _Static_assert(POOL_CONFIG_SIZE_1_0 <= sizeof(pool_config_t), "1.0's config is a prefix");
 _Static_assert(POOL_STATS_SIZE_1_0 <= sizeof(pool_stats_t), "1.0's stats are a prefix");
 _Static_assert(POOL_HOST_STATS_SIZE_1_0 <= sizeof(pool_host_stats_t), "1.0's host stats too");
-
-void pool__copy_in(void *ours, size_t ours_size, const void *theirs, size_t size)
-{
-    size_t n = size < ours_size ? size : ours_size;
-    memcpy(ours, theirs, n);
-    memset((char *)ours + n, 0, ours_size - n);
-}
-
-void pool__copy_out(void *theirs, size_t size, const void *ours, size_t ours_size)
-{
-    size_t n = size < ours_size ? size : ours_size;
-    memcpy(theirs, ours, n);
-    memset((char *)theirs + n, 0, size - n);
-}
 
 /* The parenthesised names are the functions, not the header's macros. */
 
@@ -63,18 +46,4 @@ int(pool_host_stats_format)(const pool_host_stats_t *hs, int n, pool_format_t fm
                             const char *name, char *buf, size_t len)
 {
     return pool_host_stats_format_sized(hs, n, POOL_HOST_STATS_SIZE_1_0, fmt, name, buf, len);
-}
-
-unsigned pool_version(void)
-{
-    return PGPOOL_VERSION_NUMBER;
-}
-
-#define POOL_STR_(x) #x
-#define POOL_STR(x) POOL_STR_(x)
-
-const char *pool_version_string(void)
-{
-    return POOL_STR(PGPOOL_VERSION_MAJOR) "." POOL_STR(PGPOOL_VERSION_MINOR) "." POOL_STR(
-        PGPOOL_VERSION_PATCH);
 }

@@ -1,18 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * conn.c - opening, validating, resetting and closing one connection.
+ * conn.c - one connection: opening, validating, resetting and closing it,
+ * and what it says of itself (session identity, SQLSTATEs, returnable).
  *
- * Everything here runs without the pool's lock and is bounded in time: a
- * connect, a round-trip check, a rollback or a reset on a silent network gives
- * up at its deadline instead of hanging, and a broken connection is closed in
- * non-blocking mode so that PQfinish cannot block on a full socket buffer.
+ * Everything here works on one connection its caller holds, without the
+ * pool's lock, and is bounded in time: a connect, a round-trip check, a
+ * rollback or a reset on a silent network gives up at its deadline instead
+ * of hanging, and a broken connection is closed in non-blocking mode so that
+ * PQfinish cannot block on a full socket buffer.
  */
 #include "pool_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libpq-events.h>
 #include <poll.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -219,4 +223,95 @@ void pool__conn_drop_silently(PGconn *pg)
         }
     }
     pool__conn_close(pg);
+}
+
+/* ---- what a connection says of itself ------------------------------------ */
+
+/* The session's identity as the server reports it (GUC_REPORT parameters,
+   kept by libpq: no round trip). */
+static void record_identity(pool_conn_t *c)
+{
+    const char *user = PQparameterStatus(c->pg, "session_authorization");
+    const char *super = PQparameterStatus(c->pg, "is_superuser");
+    c->identity_known = user && super && strlen(user) < sizeof c->session_user;
+    if (c->identity_known) {
+        memcpy(c->session_user, user, strlen(user) + 1);
+        c->superuser = super[1]; /* 'n' for "on", 'f' for "off" */
+    }
+}
+
+/* A security default that costs no round trip: a connection returned with a
+   different session_authorization or is_superuser than it was opened with
+   (SET SESSION AUTHORIZATION, SET ROLE to or from a superuser) is closed, not
+   handed to the next borrower.  Checked after reset_query, which may restore
+   them (DISCARD ALL does). */
+bool pool__session_identity_changed(const pool_conn_t *c)
+{
+    if (!c->identity_known)
+        return false;
+    const char *user = PQparameterStatus(c->pg, "session_authorization");
+    const char *super = PQparameterStatus(c->pg, "is_superuser");
+    return !user || !super || strcmp(user, c->session_user) != 0 || super[1] != c->superuser;
+}
+
+/* What an error's SQLSTATE says of the connection: the session or server is
+   going away (class 08, 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
+   cannot_connect_now), or - where writes are expected - the server turned
+   read-only (25006, e.g. behind PgBouncer or on a server that does not
+   report default_transaction_read_only). */
+static unsigned char doom_of(const char *sqlstate, bool writes_expected)
+{
+    if (!sqlstate)
+        return DOOM_NONE;
+    if (strncmp(sqlstate, "08", 2) == 0 || strcmp(sqlstate, "57P01") == 0 ||
+        strcmp(sqlstate, "57P02") == 0 || strcmp(sqlstate, "57P03") == 0)
+        return DOOM_SERVER;
+    if (writes_expected && strcmp(sqlstate, "25006") == 0)
+        return DOOM_READ_ONLY;
+    return DOOM_NONE;
+}
+
+/* libpq calls this for events on a pooled connection, in the thread using
+   it: it counts results (see pool_conn_t.results) and reads the SQLSTATE of
+   every failed one, the application's included. */
+static int conn_events(PGEventId id, void *info, void *pass_through)
+{
+    if (id != PGEVT_RESULTCREATE)
+        return 1;
+    pool_conn_t *c = pass_through;
+    c->results++;
+    const PGresult *res = ((PGEventResultCreate *)info)->result;
+    if (PQresultStatus(res) == PGRES_FATAL_ERROR) {
+        unsigned char doom = doom_of(PQresultErrorField(res, PG_DIAG_SQLSTATE), c->writes_expected);
+        if (doom != DOOM_NONE)
+            c->doom = doom;
+    }
+    return 1;
+}
+
+/* From now on c keeps track of its session: the identity it has now, and
+   every result libpq creates on it.  Without the result counter every return
+   checks the identity: still correct, only slower. */
+void pool__conn_watch(pool_conn_t *c, bool writes_expected)
+{
+    c->results = c->results_verified = 0;
+    c->doom = DOOM_NONE;
+    c->writes_expected = writes_expected;
+    record_identity(c);
+    c->results_counted = PQregisterEventProc(c->pg, conn_events, "pgpool", c) != 0;
+}
+
+/* Whether a returned connection can be reused at all (a transaction left open
+   can: it is rolled back).  One left in non-blocking mode is put back in
+   blocking mode, as the next borrower expects; with nothing in flight that
+   sends nothing. */
+bool pool__conn_returnable(PGconn *pg)
+{
+    /* These three transaction states also say the status is CONNECTION_OK
+       and no query is in flight (libpq reports PQTRANS_ACTIVE then). */
+    PGTransactionStatusType ts = PQtransactionStatus(pg);
+    if ((ts != PQTRANS_IDLE && ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR) ||
+        PQpipelineStatus(pg) != PQ_PIPELINE_OFF)
+        return false;
+    return !PQisnonblocking(pg) || PQsetnonblocking(pg, 0) == 0;
 }

@@ -10,20 +10,18 @@
 
 #include <stdio.h>
 
-#define CLOSE_BATCH 64
-
 /* Closes idle connections, oldest first, while more than keep are open (keep
    read under the lock each round, so a concurrent resize is honoured). */
 static void close_idle_above(pool_t *pool, int (*keep)(const pool_t *))
 {
-    PGconn *batch[CLOSE_BATCH];
     for (;;) {
+        pool_closing_t batch = {0};
         pthread_mutex_lock(&pool->lock);
-        int n = pool__detach_idle_locked(pool, keep(pool), batch, CLOSE_BATCH);
+        int n = pool__detach_idle_locked(pool, keep(pool), &batch);
         pool__wake_workers_locked(pool);
         pool_unlock(pool);
-        pool__finish_closes(pool, batch, n, true);
-        if (n < CLOSE_BATCH)
+        pool__close_finish(pool, &batch);
+        if (n < POOL_CLOSE_BATCH)
             return;
     }
 }

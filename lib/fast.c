@@ -9,7 +9,7 @@
  * and no two threads write the same cache line: no lock, no shared counter
  * (the statistics go to the slot's shard).  HikariCP's ConcurrentBag keeps a
  * thread-local list for the same reason.  Anything unusual takes the locked
- * path in pool.c: someone waiting, a paused or closing pool, a round trip or a
+ * path (getconn.c, putconn.c): someone waiting, a paused or closing pool, a round trip or a
  * hook due, a rollback or reset, an evicted, inherited or old connection.
  *
  * The handshake with callers that start to wait, which must never sleep while
@@ -18,7 +18,7 @@
  * (pool__unpark_all_locked); a returning thread parks (seq_cst) and then reads
  * the gate (seq_cst).  In the single order of seq_cst operations, either the
  * caller's scan sees the parked connection, or the returner sees the gate
- * closed and returns the connection the locked way (pool__settle).  The
+ * closed and returns the connection the locked way (settle).  The
  * same handshake with pool->maybe_parked lets lock holders skip the scan when
  * nothing was parked since the last one.
  */
@@ -76,7 +76,8 @@ void pool__shard_add_to(const conn_shard_t *sh, pool_stats_t *out)
     for (;;) {
         uint64_t seq = atomic_load_explicit(&sh->seq, memory_order_acquire);
         if (seq & 1) {
-            sched_yield(); /* the writer was preempted inside: let it finish */
+            sched_yield(); /* the writer was preempted inside: let it finish (the one
+                              syscall under the lock here; see pool_internal.h) */
             continue;
         }
         acquired = atomic_load_explicit(&sh->acquired, memory_order_relaxed);
@@ -102,7 +103,7 @@ void pool__shard_add_to(const conn_shard_t *sh, pool_stats_t *out)
 /* ---- borrowing ------------------------------------------------------------ */
 
 /* Takes this thread's parked connection back, when the gate is open: the
-   caller then validates it (pool.c) and finishes with pool__fast_checked_out, or
+   caller then validates it (getconn.c) and finishes with pool__fast_checked_out, or
    takes the lock with the connection CHECKING. */
 pool_conn_t *pool__fast_take(pool_t *pool)
 {
@@ -156,6 +157,24 @@ static bool parkable(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now)
     return true;
 }
 
+/* c was parked just as the gate closed or the pool was evicted: it gets what
+   a locked return gives it (the longest waiter, the idle list, or a close
+   when retired or above max_size).  If a lock holder moved it to the idle
+   list meanwhile, waiters are served from there instead.  Takes the lock. */
+static void settle(pool_t *pool, pool_conn_t *c)
+{
+    pool_closing_t closing = {0};
+    pthread_mutex_lock(&pool->lock);
+    conn_state_t parked = CONN_PARKED;
+    if (atomic_compare_exchange_strong(&c->state, &parked, CONN_CHECKING))
+        pool__make_available_locked(pool, c, c->idle_since_us, &closing);
+    else if (!pool->paused)
+        pool__serve_waiters_locked(pool);
+    pool__wake_workers_locked(pool);
+    pool_unlock(pool);
+    pool__close_finish(pool, &closing);
+}
+
 /* Returns pg without the lock when it is this thread's last borrowed
    connection and nothing unusual is due; false: use the locked path. */
 bool pool__fast_return(pool_t *pool, PGconn *pg)
@@ -188,6 +207,6 @@ bool pool__fast_return(pool_t *pool, PGconn *pg)
        or the host was evicted while we parked: let the locked path see to it. */
     if (!atomic_load(&pool->fast_ok) || c->epoch != atomic_load(&pool->epoch) ||
         atomic_load(&c->evicted))
-        pool__settle(pool, c);
+        settle(pool, c);
     return true;
 }

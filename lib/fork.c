@@ -67,7 +67,7 @@ void pool__fork_unregister(pool_t *pool)
 }
 
 /* In the child, under the pool's lock, with no other thread of ours alive. */
-void pool__fork_reset_locked(pool_t *pool)
+static void fork_reset_locked(pool_t *pool)
 {
     for (size_t i = 0; i <= pool->map.mask; i++) {
         pool_conn_t *c = pool->map.slots[i];
@@ -98,4 +98,12 @@ void pool__fork_reset_locked(pool_t *pool)
     pool->threads_started = false;
     if (!pool->closed && pool__start_threads(pool) != 0)
         pool->closed = true; /* every call now fails with POOL_ECLOSED */
+}
+
+/* Every entry point calls this first, under the lock: a pool used for the
+   first time in a forked child drops what it inherited. */
+void pool__enter_locked(pool_t *pool)
+{
+    if (pool->fork_gen != fork_generation())
+        fork_reset_locked(pool);
 }

@@ -273,68 +273,92 @@ const char *pool__hosts_name(const pool_hosts_t *h, int j)
     return *h->host[j] ? h->host[j] : h->hostaddr[j];
 }
 
-PGconn *pool__hosts_connect(pool_t *pool, int *host, char *err, size_t errlen)
+/* One connect's keyword/value arrays: every option libpq parsed with a value
+   but the four set per host, then those four (from index k).  Two workers
+   connect at once: the arrays are each call's own, and what is learnt of
+   each host (record_attempt) is written under pool->lock. */
+typedef struct attempt {
+    const char **kw, **val;
+    int *order; /* the hosts in the order this round tries them */
+    int k;
+} attempt_t;
+
+static void attempt_free(attempt_t *a)
 {
-    const pool_hosts_t *h = &pool->hosts;
-    /* This attempt's keyword/value arrays: every option libpq parsed with a
-       value but the four set per host, then those four.  Two workers connect
-       at once: the arrays are this call's own, and what is learnt of each
-       host (record_attempt) is written under pool->lock. */
+    free(a->kw);
+    free(a->val);
+    free(a->order);
+}
+
+static bool attempt_init(const pool_hosts_t *h, attempt_t *a)
+{
     size_t nopts = 0;
     for (const PQconninfoOption *o = h->opts; o->keyword; o++)
         nopts++;
-    const char **kw = malloc((nopts + 5) * sizeof *kw);
-    const char **val = malloc((nopts + 5) * sizeof *val);
-    int *order = malloc((size_t)h->n * sizeof *order);
-    if (!kw || !val || !order) {
-        free(kw);
-        free(val);
-        free(order);
-        snprintf(err, errlen, "could not open connection: out of memory");
-        return NULL;
+    a->kw = malloc((nopts + 5) * sizeof *a->kw);
+    a->val = malloc((nopts + 5) * sizeof *a->val);
+    a->order = malloc((size_t)h->n * sizeof *a->order);
+    if (!a->kw || !a->val || !a->order) {
+        attempt_free(a);
+        return false;
     }
     int k = 0;
     for (const PQconninfoOption *o = h->opts; o->keyword; o++)
         if (o->val && !per_host(o->keyword)) {
-            kw[k] = o->keyword;
-            val[k++] = o->val;
+            a->kw[k] = o->keyword;
+            a->val[k++] = o->val;
         }
-    kw[k] = "host", kw[k + 1] = "hostaddr", kw[k + 2] = "port", kw[k + 3] = "target_session_attrs";
-    kw[k + 4] = val[k + 4] = NULL;
+    a->kw[k] = "host", a->kw[k + 1] = "hostaddr", a->kw[k + 2] = "port";
+    a->kw[k + 3] = "target_session_attrs";
+    a->kw[k + 4] = a->val[k + 4] = NULL;
+    a->k = k;
+    return true;
+}
 
+/* Adds host j's reason to err, so that with several hosts the message says
+   which host said what. */
+static void append_reason(const pool_hosts_t *h, int j, int pass, const char *reason, char *err,
+                          size_t errlen, size_t *used)
+{
+    int w = snprintf(err + *used, errlen - *used, "%shost \"%s\" port %s%s: %s",
+                     *used ? "; " : "could not open connection: ", or_default(pool__hosts_name(h, j)),
+                     or_default(h->port[j]), pass > 0 ? " (any role)" : "", reason);
+    if (w > 0)
+        *used = *used + (size_t)w < errlen ? *used + (size_t)w : errlen - 1;
+}
+
+/* One attempt per host (two passes for prefer-standby), failed hosts last.
+   Lock NOT held: it takes the lock briefly to record each host's outcome. */
+PGconn *pool__hosts_connect(pool_t *pool, int *host, char *err, size_t errlen)
+{
+    const pool_hosts_t *h = &pool->hosts;
+    attempt_t a;
+    if (!attempt_init(h, &a)) {
+        snprintf(err, errlen, "could not open connection: out of memory");
+        return NULL;
+    }
     char reason[POOL_MSG_LEN];
     size_t used = 0;
     PGconn *pg = NULL;
     for (int pass = 0; !pg && pass_target(h, pass); pass++) {
         bool last_pass = !pass_target(h, pass + 1);
-        round_order(pool, order);
+        round_order(pool, a.order);
         for (int i = 0; !pg && i < h->n; i++) {
-            int j = order[i];
-            val[k] = h->host[j], val[k + 1] = h->hostaddr[j], val[k + 2] = h->port[j];
-            val[k + 3] = pass_target(h, pass);
-            pg = pool__conn_open_params(pool, kw, val, reason, sizeof reason);
+            int j = a.order[i];
+            a.val[a.k] = h->host[j], a.val[a.k + 1] = h->hostaddr[j], a.val[a.k + 2] = h->port[j];
+            a.val[a.k + 3] = pass_target(h, pass);
+            pg = pool__conn_open_params(pool, a.kw, a.val, reason, sizeof reason);
             /* prefer-standby's first pass turning a primary away is no fault. */
             if (pg || last_pass)
                 record_attempt(pool, j, pg != NULL);
-            if (pg) {
+            if (pg)
                 *host = j;
-                break;
-            }
-            if (h->n == 1 && last_pass) {
+            else if (h->n == 1 && last_pass)
                 snprintf(err, errlen, "could not open connection: %s", reason);
-                break;
-            }
-            /* Several attempts: say which host said what. */
-            int w = snprintf(err + used, errlen - used, "%shost \"%s\" port %s%s: %s",
-                             used ? "; " : "could not open connection: ",
-                             or_default(pool__hosts_name(h, j)), or_default(h->port[j]),
-                             pass > 0 ? " (any role)" : "", reason);
-            if (w > 0)
-                used = used + (size_t)w < errlen ? used + (size_t)w : errlen - 1;
+            else
+                append_reason(h, j, pass, reason, err, errlen, &used);
         }
     }
-    free(kw);
-    free(val);
-    free(order);
+    attempt_free(&a);
     return pg;
 }

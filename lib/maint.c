@@ -10,7 +10,7 @@
  */
 #include "pool_internal.h"
 
-#define MAINT_BATCH 64
+#define MAINT_BATCH 64 /* leaks reported per round */
 
 static int64_t tick_us(const pool_config_t *cfg)
 {
@@ -22,33 +22,35 @@ static int64_t tick_us(const pool_config_t *cfg)
     return tick < 5000 ? 5000 : tick;
 }
 
-/* Detaches up to MAINT_BATCH idle connections due to close, oldest first. */
-static int collect_idle_locked(pool_t *pool, int64_t now, PGconn **out)
+/* The reason an idle connection is due to close now, or CLOSE_NONE. */
+static close_reason_t due_locked(const pool_t *pool, const pool_conn_t *c, int64_t now)
 {
     const pool_config_t *cfg = &pool->cfg;
-    int n = 0;
+    if (atomic_load_explicit(&c->evicted, memory_order_relaxed))
+        return CLOSE_EVICTED; /* left over by an eviction that found more than it closes at once */
+    if (pool__past_lifetime(pool, c, now))
+        return CLOSE_LIFETIME;
+    if (cfg->idle_timeout_ms > 0 && pool->nopen > cfg->min_size &&
+        now - c->idle_since_us >= (int64_t)cfg->idle_timeout_ms * 1000)
+        return CLOSE_IDLE;
+    return CLOSE_NONE;
+}
+
+/* Detaches the idle connections due to close into *out (while it has room),
+   oldest first. */
+static void collect_idle_locked(pool_t *pool, int64_t now, pool_closing_t *out)
+{
     /* Parked connections go back on the list to be looked at; their threads
        find them there (and park them again) on their next checkout. */
     pool__unpark_all_locked(pool);
-    for (pool_conn_t *c = pool->idle_tail, *prev; c && n < MAINT_BATCH; c = prev) {
+    for (pool_conn_t *c = pool->idle_tail, *prev; c && out->n < POOL_CLOSE_BATCH; c = prev) {
         prev = c->prev;
-        if (atomic_load_explicit(&c->evicted, memory_order_relaxed)) {
-            /* Left over by an eviction that found more than it closes at once. */
-            out[n++] = pool__detach_locked(pool, c);
-            pool->stats.closed_evicted++;
-        } else if (cfg->max_lifetime_ms > 0 && now - c->created_us >= (int64_t)cfg->max_lifetime_ms * 1000) {
-            out[n++] = pool__detach_locked(pool, c);
-            pool->stats.closed_lifetime++;
-        } else if (cfg->idle_timeout_ms > 0 && pool->nopen > cfg->min_size &&
-                   now - c->idle_since_us >= (int64_t)cfg->idle_timeout_ms * 1000) {
-            out[n++] = pool__detach_locked(pool, c);
-            pool->stats.closed_idle++;
-        }
+        close_reason_t why = due_locked(pool, c, now);
+        if (why != CLOSE_NONE)
+            pool__close_locked(pool, c, why, out);
     }
-    return n;
 }
 
-/* Marks connections held past leak_timeout_ms; returns how long each was held. */
 static int collect_leaks_locked(pool_t *pool, int64_t now, int64_t *held_ms)
 {
     int64_t limit = (int64_t)pool->cfg.leak_timeout_ms * 1000;
@@ -75,25 +77,26 @@ static int collect_leaks_locked(pool_t *pool, int64_t now, int64_t *held_ms)
 void *pool__maint_main(void *arg)
 {
     pool_t *pool = arg;
-    PGconn *to_close[MAINT_BATCH];
     int64_t held_ms[MAINT_BATCH];
     int64_t tick = tick_us(&pool->cfg);
 
     pthread_mutex_lock(&pool->lock);
     while (!pool->closed) {
         int64_t now = pool__clock_now_us();
-        int nclose = collect_idle_locked(pool, now, to_close);
+        pool_closing_t closing = {0};
+        collect_idle_locked(pool, now, &closing);
+        int nclose = closing.n;
         int nleak = collect_leaks_locked(pool, now, held_ms);
         pool__wake_workers_locked(pool);
         if (nclose > 0 || nleak > 0) {
             pool_unlock(pool);
-            pool__finish_closes(pool, to_close, nclose, true);
+            pool__close_finish(pool, &closing);
             for (int i = 0; i < nleak; i++)
                 pool__log(pool, POOL_LOG_WARN,
                          "connection leak suspected: checked out for %lld ms (leak_timeout_ms %d)",
                          (long long)held_ms[i], pool->cfg.leak_timeout_ms);
             pthread_mutex_lock(&pool->lock);
-            if (nclose == MAINT_BATCH || nleak == MAINT_BATCH)
+            if (nclose == POOL_CLOSE_BATCH || nleak == MAINT_BATCH)
                 continue;
         }
         struct timespec ts = pool__clock_abs_timespec(pool__clock_now_us() + tick);

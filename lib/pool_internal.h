@@ -4,9 +4,33 @@
  *
  * Everything of the pool's state is guarded by pool->lock unless a comment
  * says otherwise; the fast path (fast.c) works on a thread's own connection
- * slot with atomics and never takes it.  No lock is held across a syscall or
- * anything that can block: the socket poll of the zero-round-trip check,
- * round trips, connects and closes all run with it released.
+ * slot with atomics and never takes it.
+ *
+ * Layers.  CMakeLists.txt lists the files of lib/ lowest first; a file calls only
+ * files before it (tests/check_layers.sh): helpers (version, clock, error,
+ * conn_map, waitq, wake, config, settings, format), one connection (conn.c,
+ * hosts.c), the core under the lock (pool.c), then closing (close.c), opening
+ * (open.c), the background threads (workers.c, maint.c, threads.c), fork.c,
+ * the lock-free path (fast.c), and the public calls (stats.c, control.c,
+ * getconn.c, putconn.c, create.c, abi.c).
+ *
+ * Lock rules.  A function named *_locked is called with pool->lock held and
+ * returns with it held; one that releases it partway (to wait, or around
+ * I/O) says so in its first comment.  No I/O and nothing that can block runs
+ * under the lock: the socket poll of the zero-round-trip check, round trips,
+ * hooks, connects and closes all run with it released, on a connection the
+ * thread has claimed; closes are detached into a pool_closing_t under the
+ * lock and done after it (close.c).  A waiter handed a connection is woken
+ * after the lock is released (pool_unlock, wake.c).  The syscalls that can
+ * still happen under the lock, each bounded and off the steady-state path:
+ * the futex wake of a waiter beyond the 64th woken in one lock hold (wake.c:
+ * only pool_resume, pool_destroy or a failed connect can wake that many);
+ * pthread_cond_signal/broadcast of the connect workers and the maintenance
+ * thread, which enters the kernel only when a thread sleeps there, i.e. when
+ * a connection is due to be opened or the pool closes (signalling after the
+ * unlock would race with pool_destroy freeing the condition variable); and
+ * sched_yield in pool_get_stats while a fast-path writer is preempted inside
+ * its few-instruction seqlock section (fast.c).
  *
  * Names.  Every function or variable that two files share is called pool__*
  * (libuv's uv__ rule): libpgpool.a then defines no global name outside
@@ -32,7 +56,7 @@
 #define POOL_BACKOFF_MAX_US 1000000 /* retries never wait longer than this */
 #define POOL_HOST_DOWN_MIN_US 1000000  /* a host that failed an attempt goes last this long, */
 #define POOL_HOST_DOWN_MAX_US 8000000  /* doubling while it keeps failing, up to this */
-#define POOL_EVICT_BATCH 16         /* idle connections an eviction detaches per lock hold */
+#define POOL_CLOSE_BATCH 32         /* connections detached per lock hold, closed after it */
 #define POOL_MAX_CONNECTIONS 100000 /* sanity bound on max_size + max_overflow */
 #define POOL_PING_GRACE_US 20000    /* a due round trip gets this long even past the
                                        caller's deadline: cut shorter, it would close
@@ -84,7 +108,7 @@ typedef struct pool_conn {
     atomic_bool leak_reported;       /* reset by the holder at checkout; set by maint */
     /* Who the session is, as the server reported it once on_connect had run;
        immutable after open.  A connection returned as someone else is not
-       reused (see pool__session_identity_changed in pool.c). */
+       reused (see pool__session_identity_changed in conn.c). */
     char session_user[64];           /* "session_authorization"; NAMEDATALEN is 64 */
     char superuser;                  /* first letter of "is_superuser": 'o'n/'o'ff... or 0 */
     bool identity_known;             /* the server reports both */
@@ -106,7 +130,7 @@ typedef struct pool_conn {
     unsigned epoch;                  /* pool->epoch when its opening began; immutable.  An
                                         older one was evicted: never handed out again */
     int host;                        /* index in pool->hosts it was opened to; immutable */
-    atomic_bool evicted;             /* its host was evicted (evict.c): never handed out
+    atomic_bool evicted;             /* its host was evicted (close.c): never handed out
                                         again.  Set under pool->lock, reset when the slot
                                         gets a new connection; read by its holder without */
     conn_shard_t shard;              /* kept across the slot's connections */
@@ -118,6 +142,37 @@ enum {
     DOOM_SERVER,    /* class 08 or 57P01-57P03: the session or the server is going away */
     DOOM_READ_ONLY, /* 25006 where writes are expected: the server became read-only */
 };
+
+/* Why a connection is closed (close.c): the counter it goes to, whether its
+   host is retired with it (the server is suspect), and whether closing it
+   waits for the server to end the backend (graceful) or drops the socket. */
+typedef enum close_reason {
+    CLOSE_NONE,      /* it stays: the verdict of a check that passed */
+    CLOSE_DEAD,      /* broken, failed its check or ping, or the server's error says it is
+                        going away: closed_broken; host retired; dropped */
+    CLOSE_UNUSABLE,  /* alive but not reusable: left busy or in pipeline mode, a failed
+                        rollback or reset on a live server, another session identity:
+                        closed_broken; dropped */
+    CLOSE_ROLE,      /* the server no longer matches target_session_attrs: closed_role;
+                        host retired; graceful */
+    CLOSE_EVICTED,   /* retired by pool_evict or its host's eviction: closed_evicted;
+                        dropped when its host was evicted, else graceful */
+    CLOSE_LIFETIME,  /* past max_lifetime_ms: closed_lifetime; graceful */
+    CLOSE_IDLE,      /* idle past idle_timeout_ms: closed_idle; graceful */
+    CLOSE_EXCESS,    /* above max_size with nobody waiting, above max_size + max_overflow
+                        after a resize, or the pool closing: closed only; graceful */
+    CLOSE_REJECTED,  /* on_checkout or on_checkin said no: closed only; graceful */
+    CLOSE_DISCARDED, /* pool_discard: closed only; graceful */
+} close_reason_t;
+
+/* Connections detached under the lock, to be closed once it is released
+   (pool__close_finish).  Lives on the stack of the thread that detached them. */
+typedef struct pool_closing {
+    int n;
+    PGconn *pg[POOL_CLOSE_BATCH];
+    bool graceful[POOL_CLOSE_BATCH];
+    bool more_evicted;  /* an eviction left idle connections behind: closed next */
+} pool_closing_t;
 
 /* A caller blocked in pool_getconn; lives on that caller's stack. */
 typedef struct pool_waiter {
@@ -242,17 +297,22 @@ char *pool__password_of(const char *conninfo);
 /* wake.c: parking and waking waiters, on a word that holds one of these */
 enum { WAKE_WAITING = 0, WAKE_ASLEEP = 2, WAKE_WOKEN = 1 };
 void pool__wake_wait(_Atomic uint32_t *word, int64_t deadline_us);
-void pool__wake_now(_Atomic uint32_t *word);          /* with pool->lock held */
 void pool__wake_after_unlock(_Atomic uint32_t *word); /* with pool->lock held: kicked by pool_unlock */
 void pool__wake_pending(void);
 
-/* stats.c */
-void pool__hist_record(pool_hist_t *h, uint64_t us);
-/* bucket[0]: under 1 us; bucket[i]: [2^(i-1), 2^i); the last takes the rest */
+/* Histograms (stats.c reads them): bucket[0]: under 1 us; bucket[i]:
+   [2^(i-1), 2^i); the last takes the rest.  Recording is one bit scan. */
 static inline int hist_bucket(uint64_t us)
 {
     int i = us == 0 ? 0 : 64 - __builtin_clzll(us);
     return i > POOL_HIST_BUCKETS - 1 ? POOL_HIST_BUCKETS - 1 : i;
+}
+
+static inline void pool__hist_record(pool_hist_t *h, uint64_t us)
+{
+    h->count++;
+    h->sum_us += us;
+    h->bucket[hist_bucket(us)]++;
 }
 
 /* config.c */
@@ -260,7 +320,7 @@ int pool__config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen)
 pool_err_t pool__config_from_caller(const pool_config_t *cfg, size_t size, pool_config_t *out,
                                     char *errbuf, size_t errlen);
 
-/* abi.c: structs whose size the caller passes (see "ABI" in pgpool.h).  The
+/* version.c: structs whose size the caller passes (see "ABI" in pgpool.h).  The
    smallest size accepted is the contract's first published layout; _1_0 is
    what version 1.0's header had, which the entry points without a size
    assume.  Both are fixed for ever; sizeof is whatever this header has now. */
@@ -290,7 +350,7 @@ int pool__settings_from_conninfo(const pool_config_t *cfg, pool_settings_t *out,
                            size_t errlen);
 void pool__settings_free(pool_settings_t *s);
 
-/* conn.c: opening, validating and resetting one connection, all outside the lock */
+/* conn.c: one connection, held by the caller; never under the lock */
 PGconn *pool__conn_open_params(pool_t *pool, const char *const *keywords, const char *const *values,
                          char *reason, size_t len);
 typedef enum conn_health {
@@ -303,6 +363,9 @@ bool pool__conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us);
 void pool__conn_close(PGconn *pg);
 void pool__conn_close_and_wait(PGconn *pg, int64_t deadline_us);
 void pool__conn_drop_silently(PGconn *pg);
+void pool__conn_watch(pool_conn_t *c, bool writes_expected);
+bool pool__conn_returnable(PGconn *pg);
+bool pool__session_identity_changed(const pool_conn_t *c);
 
 /* hosts.c: one attempt per host of the conninfo, bounded each */
 int pool__hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *err, size_t errlen);
@@ -326,26 +389,41 @@ void pool__waitq_push_front(pool_waitq_t *q, pool_waiter_t *w);
 pool_waiter_t *pool__waitq_pop_front(pool_waitq_t *q);
 void pool__waitq_remove(pool_waitq_t *q, pool_waiter_t *w);
 
-/* pool.c: shared by the background threads; all called with pool->lock held */
-PGconn *pool__make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us);
-pool_conn_t *pool__conn_track_locked(pool_t *pool, pool_conn_t **spare, PGconn *pg, int host,
-                               unsigned epoch, int64_t started_us, int64_t now_us);
-void pool__release_slot_locked(pool_t *pool, pool_conn_t *c);
+/* pool.c: the core; every function runs with pool->lock held and never
+   releases it */
+void pool__idle_push_locked(pool_t *pool, pool_conn_t *c, int64_t now_us);
+void pool__idle_remove_locked(pool_t *pool, pool_conn_t *c);
 void pool__unpark_all_locked(pool_t *pool);
-void pool__settle(pool_t *pool, pool_conn_t *c); /* lock NOT held */
-void pool__serve_waiters_locked(pool_t *pool);
-int pool__detach_idle_locked(pool_t *pool, int keep, PGconn **out, int max);
-PGconn *pool__detach_locked(pool_t *pool, pool_conn_t *c);
+pool_conn_t *pool__slot_get_locked(pool_t *pool, pool_conn_t **spare);
+void pool__release_slot_locked(pool_t *pool, pool_conn_t *c);
+void pool__detach_locked(pool_t *pool, pool_conn_t *c, close_reason_t why, pool_closing_t *out);
+int pool__detach_idle_locked(pool_t *pool, int keep, pool_closing_t *out);
 int pool__connect_demand_locked(const pool_t *pool);
 void pool__wake_workers_locked(pool_t *pool);
-void pool__finish_closes(pool_t *pool, PGconn **pgs, int n, bool graceful); /* lock NOT held */
-int pool__start_threads(pool_t *pool);
-void pool__enter_locked(pool_t *pool);
-
-/* pool.c: checks shared with the fast path, on a connection the caller holds */
-bool pool__conn_returnable(PGconn *pg);
-bool pool__session_identity_changed(const pool_conn_t *c);
+void pool__make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us, pool_closing_t *out);
+void pool__serve_waiters_locked(pool_t *pool);
 bool pool__past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us);
+
+/* close.c: the one way to close.  _locked: detaches c into *out, counts why
+   and, when why means the server is suspect (CLOSE_DEAD, CLOSE_ROLE), retires
+   c's host (its idle connections join *out).  _finish, lock NOT held:
+   closes what *out holds, gracefully or not by reason. */
+void pool__close_locked(pool_t *pool, pool_conn_t *c, close_reason_t why, pool_closing_t *out);
+void pool__close_finish(pool_t *pool, pool_closing_t *out);
+
+/* open.c: a new connection.  _connect (lock NOT held) makes it and a slot for
+   it; _adopt_locked tracks it and makes it available (to the longest waiter,
+   else idle), any excess detached into *out; _done (lock NOT held) frees the
+   slot it did not need. */
+typedef struct pool_opening {
+    PGconn *pg;
+    pool_conn_t *spare;              /* allocated off the lock, in case no slot is free */
+    int host;
+    int64_t started_us;
+} pool_opening_t;
+pool_err_t pool__open_connect(pool_t *pool, pool_opening_t *o, char *err, size_t errlen);
+void pool__open_adopt_locked(pool_t *pool, pool_opening_t *o, unsigned epoch, pool_closing_t *out);
+void pool__open_done(pool_opening_t *o);
 
 /* fast.c: borrowing and returning without the lock */
 pool_conn_t *pool__fast_take(pool_t *pool);
@@ -355,17 +433,12 @@ void pool__fast_remember(const pool_t *pool, pool_conn_t *c);
 pool_conn_t *pool__fast_mine(const pool_t *pool);
 void pool__shard_add_to(const conn_shard_t *sh, pool_stats_t *out);
 
-/* evict.c: retiring every connection to a host that failed */
-int pool__evict_host_locked(pool_t *pool, int host, PGconn **out, int max);
-int pool__evict_detach_idle_locked(pool_t *pool, PGconn **out, int max);
-void pool__evict_finish(pool_t *pool, PGconn **batch, int n); /* lock NOT held */
-
-/* workers.c: connection attempts in the background */
+/* workers.c, maint.c: the background threads' bodies; threads.c starts them
+   (with every signal blocked) and joins them */
 void *pool__connect_worker_main(void *arg);
-
-/* maint.c */
 void *pool__maint_main(void *arg);
-
+int pool__start_threads(pool_t *pool);
+void pool__join_threads(pool_t *pool, bool started);
 
 /* fork.c */
 void pool__fork_register(pool_t *pool);
@@ -375,7 +448,7 @@ static inline unsigned fork_generation(void)
 {
     return pool__fork_generation_now;
 }
-void pool__fork_reset_locked(pool_t *pool);
+void pool__enter_locked(pool_t *pool); /* first, under the lock, in every entry point */
 
 /* Releases the pool's lock, then wakes the waiters this thread handed
    connections to meanwhile.  Every unlock in lib/ goes through here. */

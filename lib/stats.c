@@ -13,13 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-void pool__hist_record(pool_hist_t *h, uint64_t us)
-{
-    h->count++;
-    h->sum_us += us;
-    h->bucket[hist_bucket(us)]++;
-}
-
 uint64_t pool_hist_percentile(const pool_hist_t *h, double q)
 {
     if (!h || h->count == 0)

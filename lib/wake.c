@@ -22,7 +22,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define MAX_PENDING 8
+#define MAX_PENDING 64 /* wakes deferred per lock hold; beyond, kicked at once */
 
 /* Waiters this thread has woken under the lock and must still kick once it
    is released; owned by the thread. */
@@ -47,12 +47,6 @@ void pool__wake_wait(_Atomic uint32_t *word, int64_t deadline_us)
 static void kick(_Atomic uint32_t *word)
 {
     syscall(SYS_futex, word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
-}
-
-void pool__wake_now(_Atomic uint32_t *word)
-{
-    if (atomic_exchange(word, WAKE_WOKEN) == WAKE_ASLEEP)
-        kick(word);
 }
 
 void pool__wake_after_unlock(_Atomic uint32_t *word)

@@ -12,11 +12,11 @@
  */
 #include "pool_internal.h"
 
-#include <stdlib.h>
+#include <stdio.h>
 
 /* Records a failed attempt.  When nothing is open that could come back and no
    other attempt is under way, every waiter fails now with libpq's reason
-   instead of waiting out its timeout. */
+   instead of waiting out its timeout (woken once the lock is released). */
 static void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t now_us)
 {
     pool->stats.connect_errors++;
@@ -29,11 +29,12 @@ static void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t
         return;
     for (pool_waiter_t *w; (w = pool__waitq_pop_front(&pool->waiters));) {
         w->err = POOL_ECONNECT;
-        pool__wake_now(&w->woken);
+        pool__wake_after_unlock(&w->woken);
     }
 }
 
-/* One attempt, with the lock released around the I/O. */
+/* One attempt.  Called with the lock held; releases it around the connect
+   and the logging, and returns with it held again. */
 static void connect_once_locked(pool_t *pool)
 {
     char err[POOL_MSG_LEN];
@@ -41,39 +42,29 @@ static void connect_once_locked(pool_t *pool)
     pool->nconnecting++;
     pool_unlock(pool);
 
-    int64_t started = pool__clock_now_us();
-    int host;
-    PGconn *pg = pool__hosts_connect(pool, &host, err, sizeof err);
-    pool_conn_t *spare = pg ? malloc(sizeof *spare) : NULL;
-    if (pg && !spare) {
-        pool__conn_close(pg);
-        pg = NULL;
-        snprintf(err, sizeof err, "could not open connection: out of memory");
-    }
+    pool_opening_t o;
+    bool ok = pool__open_connect(pool, &o, err, sizeof err) == POOL_OK;
 
     pthread_mutex_lock(&pool->lock);
-    int64_t now = pool__clock_now_us();
     pool->nconnecting--;
-    if (pg && pool->grow_wanted > 0)
+    if (ok && pool->grow_wanted > 0)
         pool->grow_wanted--;
     /* Read now, not before the attempt: of two workers failing at once only
        the first logs, and a success after failures says so once. */
     bool was_failing = pool->connect_failing;
-    PGconn *excess = NULL;
-    if (pg)
-        excess = pool__make_available_locked(
-            pool, pool__conn_track_locked(pool, &spare, pg, host, epoch, started, now), now);
+    pool_closing_t excess = {0};
+    if (ok)
+        pool__open_adopt_locked(pool, &o, epoch, &excess);
     else
-        workers_connect_failed_locked(pool, err, now);
+        workers_connect_failed_locked(pool, err, pool__clock_now_us());
     bool stopping = pool->closed;
     pool_unlock(pool);
-    free(spare); /* a free slot was used instead */
 
-    if (excess)
-        pool__finish_closes(pool, &excess, 1, true);
-    if (!pg && !was_failing && !stopping)
+    pool__open_done(&o);
+    pool__close_finish(pool, &excess);
+    if (!ok && !was_failing && !stopping)
         pool__log(pool, POOL_LOG_WARN, "%s; retrying with backoff", err);
-    else if (pg && was_failing)
+    else if (ok && was_failing)
         pool__log(pool, POOL_LOG_INFO, "connections succeed again");
     pthread_mutex_lock(&pool->lock);
 }
