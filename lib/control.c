@@ -15,7 +15,8 @@
 static void close_idle_above(pool_t *pool, int (*keep)(const pool_t *))
 {
     for (;;) {
-        pool_closing_t batch = {0};
+        pool_closing_t batch;
+        pool__closing_init(&batch);
         pthread_mutex_lock(&pool->lock);
         int n = pool__detach_idle_locked(pool, keep(pool), &batch);
         pool__wake_workers_locked(pool);

@@ -142,7 +142,8 @@ static pool_err_t open_one(pool_t *pool, char *err, size_t errlen)
     pool_err_t rc = pool__open_connect(pool, &o, err, errlen);
     if (rc != POOL_OK)
         return rc;
-    pool_closing_t excess = {0};
+    pool_closing_t excess;
+    pool__closing_init(&excess);
     pthread_mutex_lock(&pool->lock);
     pool__open_adopt_locked(pool, &o, pool->epoch, &excess);
     pool_unlock(pool);

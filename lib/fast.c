@@ -163,7 +163,8 @@ static bool parkable(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now)
    list meanwhile, waiters are served from there instead.  Takes the lock. */
 static void settle(pool_t *pool, pool_conn_t *c)
 {
-    pool_closing_t closing = {0};
+    pool_closing_t closing;
+    pool__closing_init(&closing);
     pthread_mutex_lock(&pool->lock);
     conn_state_t parked = CONN_PARKED;
     if (atomic_compare_exchange_strong(&c->state, &parked, CONN_CHECKING))

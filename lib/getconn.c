@@ -228,7 +228,8 @@ static pool_err_t borrow_locked(pool_t *pool, borrow_t *b, pool_conn_t *first, p
             *out = c;
             return POOL_OK;
         }
-        pool_closing_t closing = {0};
+        pool_closing_t closing;
+        pool__closing_init(&closing);
         pool__close_locked(pool, c, why, &closing);
         pool__wake_workers_locked(pool);
         pool_unlock(pool);

@@ -83,7 +83,8 @@ void *pool__maint_main(void *arg)
     pthread_mutex_lock(&pool->lock);
     while (!pool->closed) {
         int64_t now = pool__clock_now_us();
-        pool_closing_t closing = {0};
+        pool_closing_t closing;
+        pool__closing_init(&closing);
         collect_idle_locked(pool, now, &closing);
         int nclose = closing.n;
         int nleak = collect_leaks_locked(pool, now, held_ms);

@@ -174,6 +174,13 @@ typedef struct pool_closing {
     bool more_evicted;  /* an eviction left idle connections behind: closed next */
 } pool_closing_t;
 
+/* Empty, without zeroing the arrays: returns and closes start with one. */
+static inline void pool__closing_init(pool_closing_t *c)
+{
+    c->n = 0;
+    c->more_evicted = false;
+}
+
 /* A caller blocked in pool_getconn; lives on that caller's stack. */
 typedef struct pool_waiter {
     _Atomic uint32_t woken;          /* WAKE_WOKEN once handed a connection, failed or told

@@ -134,7 +134,8 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
         pool__conn_drop_silently(pg);
         return POOL_OK;
     }
-    pool_closing_t closing = {0};
+    pool_closing_t closing;
+    pool__closing_init(&closing);
     close_reason_t why = discard ? CLOSE_DISCARDED : verdict_locked(pool, c, &now);
     if (why == CLOSE_NONE)
         pool__make_available_locked(pool, c, now, &closing);

@@ -52,7 +52,8 @@ static void connect_once_locked(pool_t *pool)
     /* Read now, not before the attempt: of two workers failing at once only
        the first logs, and a success after failures says so once. */
     bool was_failing = pool->connect_failing;
-    pool_closing_t excess = {0};
+    pool_closing_t excess;
+    pool__closing_init(&excess);
     if (ok)
         pool__open_adopt_locked(pool, &o, epoch, &excess);
     else

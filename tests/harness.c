@@ -5,6 +5,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -45,6 +46,41 @@ void test_config(pool_config_t *cfg, const char *app)
     cfg->max_size = 4;
     cfg->acquire_timeout_ms = 5000;
     cfg->connect_timeout_ms = 5000;
+}
+
+pool_t *test_pool_create(const pool_config_t *cfg)
+{
+    char err[POOL_ERRMSG_SIZE];
+    pool_t *pool = pool_create(cfg, err, sizeof err);
+    if (!pool)
+        fail_msg("pool_create: %s", err);
+    return pool;
+}
+
+pool_t *test_pool(const char *app, int min, int max, int overflow)
+{
+    pool_config_t cfg;
+    test_config(&cfg, app);
+    cfg.min_size = min;
+    cfg.max_size = max;
+    cfg.max_overflow = overflow;
+    return test_pool_create(&cfg);
+}
+
+bool test_wait_readable(int fd, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int64_t deadline = test_now_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - test_now_ms();
+        if (left <= 0)
+            return false;
+        int r = poll(&pfd, 1, (int)left);
+        if (r > 0)
+            return true;
+        if (r < 0 && errno != EINTR)
+            return false;
+    }
 }
 
 static PGconn *admin(void)

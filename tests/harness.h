@@ -27,6 +27,17 @@ const char *test_conninfo(const char *app);
 /* A config with test-friendly defaults: conninfo for app, min 1, max 4. */
 void test_config(pool_config_t *cfg, const char *app);
 
+/* The pool *cfg describes; fails the test, with pool_create's message, when
+   it cannot be created. */
+pool_t *test_pool_create(const pool_config_t *cfg);
+
+/* A pool on the test server named app (test_config's settings) with these
+   sizes; fails the test when it cannot be created. */
+pool_t *test_pool(const char *app, int min, int max, int overflow);
+
+/* Waits until fd is readable (something arrived), at most timeout_ms. */
+bool test_wait_readable(int fd, int timeout_ms);
+
 /* Backends in pg_stat_activity with this application_name. */
 int test_count_backends(const char *app);
 

@@ -38,21 +38,9 @@ static void *borrow(void *arg)
     return NULL;
 }
 
-static pool_t *make_pool(const char *app, int min, int max, int overflow)
-{
-    pool_config_t cfg;
-    test_config(&cfg, app);
-    cfg.min_size = min;
-    cfg.max_size = max;
-    cfg.max_overflow = overflow;
-    pool_t *pool = pool_create(&cfg, NULL, 0);
-    assert_non_null(pool);
-    return pool;
-}
-
 static void test_getconn_returns_a_usable_connection(void **state)
 {
-    pool_t *pool = make_pool("acq_usable", 1, 2, 0);
+    pool_t *pool = test_pool("acq_usable", 1, 2, 0);
     PGconn *c = pool_getconn(pool);
     assert_non_null(c);
     assert_int_equal(PQstatus(c), CONNECTION_OK);
@@ -71,7 +59,7 @@ static void test_getconn_returns_a_usable_connection(void **state)
 
 static void test_idle_connections_are_reused_most_recent_first(void **state)
 {
-    pool_t *pool = make_pool("acq_lifo", 2, 2, 0);
+    pool_t *pool = test_pool("acq_lifo", 2, 2, 0);
     PGconn *a = pool_getconn(pool), *b = pool_getconn(pool);
     assert_non_null(a);
     assert_non_null(b);
@@ -89,7 +77,7 @@ static void test_idle_connections_are_reused_most_recent_first(void **state)
 
 static void test_timeout_is_a_deadline(void **state)
 {
-    pool_t *pool = make_pool("acq_deadline", 1, 1, 0);
+    pool_t *pool = test_pool("acq_deadline", 1, 1, 0);
     PGconn *held = pool_getconn(pool);
     int64_t t0 = test_now_ms();
     PGconn *c = pool_getconn_timeout(pool, 300);
@@ -109,7 +97,7 @@ static void test_timeout_is_a_deadline(void **state)
 
 static void test_timeout_zero_does_not_wait(void **state)
 {
-    pool_t *pool = make_pool("acq_nowait", 1, 1, 0);
+    pool_t *pool = test_pool("acq_nowait", 1, 1, 0);
     PGconn *held = pool_getconn_timeout(pool, 0); /* an idle one is there: served */
     assert_non_null(held);
     int64_t t0 = test_now_ms();
@@ -122,7 +110,7 @@ static void test_timeout_zero_does_not_wait(void **state)
 
 static void test_a_caller_that_cannot_wait_still_makes_the_pool_grow(void **state)
 {
-    pool_t *pool = make_pool("acq_nowait_grow", 0, 2, 0);
+    pool_t *pool = test_pool("acq_nowait_grow", 0, 2, 0);
     assert_null(pool_getconn_timeout(pool, 0)); /* nothing idle, may not wait */
     assert_int_equal(pool_errcode(), POOL_ETIMEDOUT);
     assert_true(test_wait_idle(pool, 1, 5000)); /* opened for the next one */
@@ -137,7 +125,7 @@ static void test_a_caller_that_cannot_wait_still_makes_the_pool_grow(void **stat
 
 static void test_negative_timeout_waits_until_one_is_returned(void **state)
 {
-    pool_t *pool = make_pool("acq_forever", 1, 1, 0);
+    pool_t *pool = test_pool("acq_forever", 1, 1, 0);
     PGconn *held = pool_getconn(pool);
     borrower_t b = {.pool = pool, .timeout_ms = -1};
     pthread_t t;
@@ -169,7 +157,7 @@ static void test_getconn_uses_the_pool_default_timeout(void **state)
 
 static void test_pool_grows_to_max_size_then_waits(void **state)
 {
-    pool_t *pool = make_pool("acq_grow", 0, 3, 0);
+    pool_t *pool = test_pool("acq_grow", 0, 3, 0);
     PGconn *c[3];
     for (int i = 0; i < 3; i++)
         assert_non_null(c[i] = pool_getconn(pool));
@@ -189,7 +177,7 @@ static void test_pool_grows_to_max_size_then_waits(void **state)
 
 static void test_overflow_opens_beyond_max_and_shrinks_at_once_on_return(void **state)
 {
-    pool_t *pool = make_pool("acq_overflow", 0, 2, 1);
+    pool_t *pool = test_pool("acq_overflow", 0, 2, 1);
     PGconn *c[3];
     for (int i = 0; i < 3; i++)
         assert_non_null(c[i] = pool_getconn(pool));
@@ -212,7 +200,7 @@ static void test_overflow_opens_beyond_max_and_shrinks_at_once_on_return(void **
 
 static void test_overflow_connection_goes_to_a_waiter_instead_of_closing(void **state)
 {
-    pool_t *pool = make_pool("acq_overflow_wait", 0, 1, 1);
+    pool_t *pool = test_pool("acq_overflow_wait", 0, 1, 1);
     PGconn *a = pool_getconn(pool), *b = pool_getconn(pool);
     assert_non_null(a);
     assert_non_null(b);
@@ -235,7 +223,7 @@ static void test_overflow_connection_goes_to_a_waiter_instead_of_closing(void **
 
 static void test_a_discard_or_broken_return_while_callers_wait_serves_them_anew(void **state)
 {
-    pool_t *pool = make_pool("acq_discard_wait", 1, 1, 0);
+    pool_t *pool = test_pool("acq_discard_wait", 1, 1, 0);
     for (int round = 0; round < 2; round++) {
         PGconn *held = pool_getconn(pool);
         int pid = test_backend_pid(held);
@@ -288,7 +276,7 @@ static void test_max_waiting_rejects_the_excess_at_once(void **state)
 
 static void test_waiter_gets_a_newly_opened_connection(void **state)
 {
-    pool_t *pool = make_pool("acq_new", 0, 2, 0);
+    pool_t *pool = test_pool("acq_new", 0, 2, 0);
     PGconn *a = pool_getconn(pool);
     PGconn *b = pool_getconn_timeout(pool, 5000); /* nothing idle: a new one is opened for it */
     assert_non_null(a);
@@ -303,7 +291,7 @@ static void test_waiter_gets_a_newly_opened_connection(void **state)
 
 static void test_wait_and_hold_time_are_counted(void **state)
 {
-    pool_t *pool = make_pool("acq_times", 1, 1, 0);
+    pool_t *pool = test_pool("acq_times", 1, 1, 0);
     PGconn *held = pool_getconn(pool);
     borrower_t w = {.pool = pool, .timeout_ms = 5000};
     pthread_t t;

@@ -49,10 +49,7 @@ static pool_t *bouncer_pool(int min, int max, int (*on_connect)(PGconn *, void *
     cfg.connect_timeout_ms = 2000;
     cfg.ping_idle_ms = 0; /* pre-ping every checkout */
     cfg.on_connect = on_connect;
-    char err[512] = "";
-    pool_t *pool = pool_create(&cfg, err, sizeof err);
-    if (!pool)
-        fail_msg("pool_create through PgBouncer: %s", err);
+    pool_t *pool = test_pool_create(&cfg);
     return pool;
 }
 
@@ -194,7 +191,7 @@ static void test_a_switchover_costs_delay_not_errors(void **state)
     _Atomic bool moved = false;
     test_load_t load = {.pool = pool, .threads = 4, .check = on_database, .arg = &moved};
     test_load_start(&load);
-    test_sleep_ms(300);
+    assert_true(test_load_progress(&load, 20, 10000));
     /* The operator's switchover: hold new transactions, point the database
        elsewhere (here: another database of the same server), reload, go. */
     assert_true(admin("PAUSE postgres"));
@@ -206,7 +203,7 @@ static void test_a_switchover_costs_delay_not_errors(void **state)
     while (!atomic_load(&moved) && test_now_ms() < deadline)
         test_sleep_ms(20);
     long ok_then = atomic_load(&load.ok);
-    test_sleep_ms(300);
+    assert_true(test_load_progress(&load, 20, 10000));
     test_load_stop(&load);
     assert_true(atomic_load(&moved));
     assert_true(atomic_load(&load.ok) > ok_then);

@@ -50,9 +50,7 @@ static pool_t *make_pool(const char *app, int min, int max, int overflow)
     cfg.max_size = max;
     cfg.max_overflow = overflow;
     cfg.acquire_timeout_ms = 10000;
-    pool_t *pool = pool_create(&cfg, NULL, 0);
-    assert_non_null(pool);
-    return pool;
+    return test_pool_create(&cfg);
 }
 
 /* ---- resize ------------------------------------------------------------- */

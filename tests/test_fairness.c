@@ -39,9 +39,7 @@ static pool_t *one_connection_pool(const char *app)
     pool_config_t cfg;
     test_config(&cfg, app);
     cfg.max_size = 1;
-    pool_t *pool = pool_create(&cfg, NULL, 0);
-    assert_non_null(pool);
-    return pool;
+    return test_pool_create(&cfg);
 }
 
 static void test_waiters_are_served_in_arrival_order(void **state)

@@ -20,9 +20,7 @@ static pool_t *refusing_pool(int max_size)
     cfg.min_size = 0;
     cfg.max_size = max_size;
     cfg.acquire_timeout_ms = 10000;
-    pool_t *pool = pool_create(&cfg, NULL, 0);
-    assert_non_null(pool);
-    return pool;
+    return test_pool_create(&cfg);
 }
 
 static void test_a_refusing_database_fails_callers_at_once_with_libpq_reason(void **state)
@@ -181,7 +179,7 @@ static void test_server_stopped_while_idle_then_restarted_under_load(void **stat
         l[i] = (loader_t){.pool = pool, .stop = &stop, .ok_queries = &ok};
         pthread_create(&t[i], NULL, load, &l[i]);
     }
-    test_sleep_ms(300);
+    test_sleep_ms(300); /* callers meet the stopped server for a while */
     assert_true(test_server("restart"));
     int64_t back = test_now_ms();
     while (atomic_load(&ok) == 0 && test_now_ms() - back < 10000)

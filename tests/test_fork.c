@@ -12,17 +12,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static pool_t *make_pool(const char *app)
-{
-    pool_config_t cfg;
-    test_config(&cfg, app);
-    cfg.min_size = 1;
-    cfg.max_size = 2;
-    pool_t *pool = pool_create(&cfg, NULL, 0);
-    assert_non_null(pool);
-    return pool;
-}
-
 /* Every test here first skips under the sanitizers: their runtimes here
    (GCC 12, LLVM 14) cannot start threads in the child of a multi-threaded
    process (ThreadSanitizer: "dup thread with used id"; AddressSanitizer:
@@ -80,7 +69,7 @@ static int child_uses_pool(void *p)
 static void test_child_gets_fresh_connections_and_parent_sessions_survive(void **state)
 {
     skip_if_sanitized();
-    pool_t *pool = make_pool("fork_fresh");
+    pool_t *pool = test_pool("fork_fresh", 1, 2, 0);
     PGconn *c = pool_getconn(pool);
     int pid = test_backend_pid(c);
     assert_true(test_exec_ok(c, "SET work_mem = '7MB'")); /* session state to keep */
@@ -119,7 +108,7 @@ static int child_returns_parent_conn(void *p)
 static void test_child_returning_a_connection_borrowed_before_fork_leaves_it_alone(void **state)
 {
     skip_if_sanitized();
-    pool_t *pool = make_pool("fork_borrowed");
+    pool_t *pool = test_pool("fork_borrowed", 1, 2, 0);
     PGconn *c = pool_getconn(pool);
     fork_arg_t a = {.pool = pool, .parent_pid = test_backend_pid(c), .parent_conn = c};
     assert_int_equal(run_child(child_returns_parent_conn, &a), 0);
@@ -138,7 +127,7 @@ static int child_destroys_only(void *p)
 static void test_child_destroying_the_pool_leaves_parent_sessions_alone(void **state)
 {
     skip_if_sanitized();
-    pool_t *pool = make_pool("fork_destroy");
+    pool_t *pool = test_pool("fork_destroy", 1, 2, 0);
     PGconn *c = pool_getconn(pool);
     int pid = test_backend_pid(c);
     pool_putconn(pool, c);
@@ -187,7 +176,7 @@ static int child_quick_use(void *p)
 static void test_fork_while_other_threads_use_the_pool(void **state)
 {
     skip_if_sanitized();
-    pool_t *pool = make_pool("fork_busy");
+    pool_t *pool = test_pool("fork_busy", 1, 2, 0);
     busy_t b = {.pool = pool};
     pthread_t t[2];
     for (int i = 0; i < 2; i++)

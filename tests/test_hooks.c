@@ -79,10 +79,7 @@ static pool_t *make_pool(const char *app, hook_log_t *h, bool checkout, bool che
     cfg.on_checkin = checkin ? checkin_hook : NULL;
     cfg.arg = h;
     cfg.reset_query = "RESET search_path";
-    pool_t *pool = pool_create(&cfg, NULL, 0);
-    assert_non_null(pool);
-    h->pool = pool;
-    return pool;
+    return h->pool = test_pool_create(&cfg);
 }
 
 static void test_on_checkout_runs_after_validation_and_may_call_the_pool(void **state)

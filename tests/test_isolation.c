@@ -25,9 +25,7 @@ static pool_t *one_connection(const char *app, const char *reset_query)
     test_config(&cfg, app);
     cfg.max_size = 1;
     cfg.reset_query = reset_query;
-    pool_t *pool = pool_create(&cfg, NULL, 0);
-    assert_non_null(pool);
-    return pool;
+    return test_pool_create(&cfg);
 }
 
 static char *show(PGconn *c, const char *sql, char *buf, size_t len)

@@ -11,16 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static pool_t *make_pool(const char *app, int max)
-{
-    pool_config_t cfg;
-    test_config(&cfg, app);
-    cfg.max_size = max;
-    pool_t *pool = pool_create(&cfg, NULL, 0);
-    assert_non_null(pool);
-    return pool;
-}
-
 static void expect_unharmed(pool_t *pool, int idle)
 {
     pool_stats_t st;
@@ -35,7 +25,7 @@ static void expect_unharmed(pool_t *pool, int idle)
 
 static void test_null_arguments_fail_with_einval(void **state)
 {
-    pool_t *pool = make_pool("misuse_null", 1);
+    pool_t *pool = test_pool("misuse_null", 1, 1, 0);
     pool_stats_t st;
     assert_null(pool_getconn(NULL));
     assert_int_equal(pool_errcode(), POOL_EINVAL);
@@ -55,7 +45,7 @@ static void test_null_arguments_fail_with_einval(void **state)
 
 static void test_a_foreign_connection_is_refused(void **state)
 {
-    pool_t *pool = make_pool("misuse_foreign", 2);
+    pool_t *pool = test_pool("misuse_foreign", 1, 2, 0);
     PGconn *mine = PQconnectdb(test_conninfo("misuse_foreign_own"));
     assert_int_equal(PQstatus(mine), CONNECTION_OK);
     assert_int_equal(pool_putconn(pool, mine), POOL_EINVAL);
@@ -69,7 +59,7 @@ static void test_a_foreign_connection_is_refused(void **state)
 
 static void test_a_twice_returned_connection_is_refused(void **state)
 {
-    pool_t *pool = make_pool("misuse_twice", 2);
+    pool_t *pool = test_pool("misuse_twice", 1, 2, 0);
     PGconn *c = pool_getconn(pool);
     assert_int_equal(pool_putconn(pool, c), POOL_OK);
     assert_int_equal(pool_putconn(pool, c), POOL_EINVAL);
@@ -84,7 +74,7 @@ static void test_a_twice_returned_connection_is_refused(void **state)
 
 static void test_a_connection_returned_to_the_wrong_pool_is_refused(void **state)
 {
-    pool_t *a = make_pool("misuse_pool_a", 1), *b = make_pool("misuse_pool_b", 1);
+    pool_t *a = test_pool("misuse_pool_a", 1, 1, 0), *b = test_pool("misuse_pool_b", 1, 1, 0);
     PGconn *c = pool_getconn(a);
     assert_int_equal(pool_putconn(b, c), POOL_EINVAL);
     assert_int_equal(pool_putconn(a, c), POOL_OK);

@@ -55,9 +55,7 @@ static pool_t *proxied_pool(const char *app, int min, int max, int connect_timeo
     cfg.connect_timeout_ms = connect_timeout_ms;
     cfg.ping_idle_ms = ping_idle_ms;
     cfg.acquire_timeout_ms = 10000;
-    pool_t *pool = pool_create(&cfg, NULL, 0);
-    assert_non_null(pool);
-    return pool;
+    return test_pool_create(&cfg);
 }
 
 static bool no_connections(void *p)
@@ -136,12 +134,19 @@ static void test_no_caller_waits_past_its_deadline_on_a_silent_network(void **st
     pool_destroy(pool);
 }
 
+/* The borrowed connection's pg_sleep is running on the server. */
+static bool sleep_running(void *unused)
+{
+    return test_admin_int("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'net_reset' "
+                          "AND state = 'active' AND query LIKE 'SELECT pg_sleep%'") == 1;
+}
+
 static void test_connections_reset_mid_query_are_closed_and_replaced(void **state)
 {
     pool_t *pool = proxied_pool("net_reset", 2, 2, 2000, 1000);
     PGconn *busy = pool_getconn(pool);
     assert_true(PQsendQuery(busy, "SELECT pg_sleep(5)"));
-    test_sleep_ms(50);
+    assert_true(test_wait_for(sleep_running, NULL, 5000));
     proxy_reset_all(proxy);
     assert_true(test_wait_for(no_connections, proxy, 5000)); /* both reset, idle one too */
     PGresult *r;

@@ -14,9 +14,7 @@ static pool_t *make_pool(const char *app, const char *reset_query)
     cfg.min_size = 1;
     cfg.max_size = 1;
     cfg.reset_query = reset_query;
-    pool_t *pool = pool_create(&cfg, NULL, 0);
-    assert_non_null(pool);
-    return pool;
+    return test_pool_create(&cfg);
 }
 
 static void stats(pool_t *pool, pool_stats_t *st)
@@ -104,7 +102,7 @@ static void test_returned_with_unread_results_is_closed(void **state)
     pool_t *pool = make_pool("ret_unread", NULL);
     PGconn *c = pool_getconn(pool);
     assert_true(PQsendQuery(c, "SELECT 1"));
-    test_sleep_ms(20); /* the result is there, unread */
+    assert_true(test_wait_readable(PQsocket(c), 5000)); /* the result is there, unread */
     expect_closed_and_replaced(pool, c, "ret_unread");
     pool_destroy(pool);
 }

@@ -17,9 +17,7 @@ static pool_t *make_pool(const char *app, int min, int max, int pre_ping, int pi
     cfg.max_size = max;
     cfg.pre_ping = pre_ping;
     cfg.ping_idle_ms = ping_idle_ms;
-    pool_t *pool = pool_create(&cfg, NULL, 0);
-    assert_non_null(pool);
-    return pool;
+    return test_pool_create(&cfg);
 }
 
 static void test_terminated_idle_backends_are_never_handed_out(void **state)
@@ -157,7 +155,7 @@ static void test_a_pending_notify_is_not_mistaken_for_a_dead_connection(void **s
     assert_true(test_exec_ok(c, "LISTEN val_channel"));
     pool_putconn(pool, c);
     assert_int_equal(test_admin_int("SELECT count(*) FROM (SELECT pg_notify('val_channel', 'x')) n"), 1);
-    test_sleep_ms(50); /* let the notification reach the idle socket */
+    assert_true(test_wait_readable(PQsocket(c), 5000)); /* it reached the idle socket */
     c = pool_getconn(pool);
     assert_non_null(c);
     assert_int_equal(test_backend_pid(c), pid);
