@@ -11,7 +11,8 @@
 #include <stdio.h>
 
 /* Closes idle connections, oldest first, while more than keep are open (keep
-   read under the lock each round, so a concurrent resize is honoured). */
+   read under the lock each round, so a concurrent resize is honoured).
+   Takes the lock per batch and closes with it released. */
 static void close_idle_above(pool_t *pool, int (*keep)(const pool_t *))
 {
     for (;;) {

@@ -74,6 +74,8 @@ static int collect_leaks_locked(pool_t *pool, int64_t now, int64_t *held_ms)
     return n;
 }
 
+/* The maintenance thread: holds the lock while it looks, releases it to close
+   what it found and to log, and sleeps on maint_cond between rounds. */
 void *pool__maint_main(void *arg)
 {
     pool_t *pool = arg;

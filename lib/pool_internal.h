@@ -28,9 +28,12 @@
  * pthread_cond_signal/broadcast of the connect workers and the maintenance
  * thread, which enters the kernel only when a thread sleeps there, i.e. when
  * a connection is due to be opened or the pool closes (signalling after the
- * unlock would race with pool_destroy freeing the condition variable); and
+ * unlock would race with pool_destroy freeing the condition variable);
  * sched_yield in pool_get_stats while a fast-path writer is preempted inside
- * its few-instruction seqlock section (fast.c).
+ * its few-instruction seqlock section (fast.c); and pool_resize to a larger
+ * maximum than ever before, which reallocates the connection lookup table
+ * (conn_map.c: a malloc, an mmap when large) so that no borrower ever finds
+ * it half rehashed.
  *
  * Names.  Every function or variable that two files share is called pool__*
  * (libuv's uv__ rule): libpgpool.a then defines no global name outside

@@ -70,6 +70,9 @@ static void connect_once_locked(pool_t *pool)
     pthread_mutex_lock(&pool->lock);
 }
 
+/* A connect worker: holds the lock while it looks for demand, sleeps on
+   work_cond while there is none (or a backoff runs), and releases it around
+   each attempt (connect_once_locked). */
 void *pool__connect_worker_main(void *arg)
 {
     pool_t *pool = arg;

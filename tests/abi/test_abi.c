@@ -2,8 +2,9 @@
 /*
  * test_abi.c - a program built against an older pgpool.h, run against this
  * library.  CMake builds it twice: against tests/abi/1.0/pgpool.h (1.0 as
- * released: no struct sizes passed) and against tests/abi/smaller/pgpool.h
- * (structs smaller than the library's).  Every struct the library fills or
+ * released: no struct sizes passed) and against this header with its
+ * structs cut back to the contract's first layout (tests/CMakeLists.txt
+ * generates it).  Every struct the library fills or
  * reads sits in front of a guard of known bytes: a library that wrote past
  * the caller's struct changes the guard; one that read past it finds hook
  * pointers made of guard bytes and crashes.  Plain C and exit codes, no
