@@ -100,10 +100,16 @@ int pool__config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen)
 
     char *err = NULL;
     PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, &err);
+    /* libpq says "out of memory", or has no room for a message at all. */
+    if (!opts && (!err || strncmp(err, "out of memory", 13) == 0)) {
+        PQfreemem(err);
+        snprintf(errbuf, errlen, "out of memory while parsing the conninfo");
+        return POOL_ENOMEM;
+    }
     if (!opts) {
         char reason[POOL_MSG_LEN];
         pool_t scrubber = {.password = pool__password_of(cfg->conninfo)};
-        pool__copy_libpq_message(&scrubber, reason, sizeof reason, err ? err : "out of memory");
+        pool__copy_libpq_message(&scrubber, reason, sizeof reason, err);
         free(scrubber.password);
         PQfreemem(err);
         snprintf(errbuf, errlen, "invalid conninfo: %s", reason);

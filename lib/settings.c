@@ -122,18 +122,25 @@ static bool parse_bool(const char *val, int *out)
     return false;
 }
 
-/* Applies one pool_* key to out.  False with a message naming the key. */
-static bool apply_setting(pool_settings_t *out, const char *key, const char *val, char *err,
-                          size_t errlen)
+static pool_err_t out_of_memory(char *err, size_t errlen)
+{
+    snprintf(err, errlen, "out of memory while reading the conninfo's pool settings");
+    return POOL_ENOMEM;
+}
+
+/* Applies one pool_* key to out.  POOL_EINVAL with a message naming the key,
+   or POOL_ENOMEM. */
+static pool_err_t apply_setting(pool_settings_t *out, const char *key, const char *val, char *err,
+                                size_t errlen)
 {
     if (strcmp(key, "load_balance_hosts") == 0) {
         if (strcmp(val, "random") != 0 && strcmp(val, "disable") != 0) {
             snprintf(err, errlen, "invalid load_balance_hosts in the conninfo: \"%.40s\" is not "
                      "one of disable, random", val);
-            return false;
+            return POOL_EINVAL;
         }
         out->load_balance_random = strcmp(val, "random") == 0;
-        return true;
+        return POOL_OK;
     }
     const setting_t *s = NULL;
     for (size_t i = 0; i < sizeof settings / sizeof settings[0] && !s; i++)
@@ -145,31 +152,29 @@ static bool apply_setting(pool_settings_t *out, const char *key, const char *val
                  "pool_max_size, pool_max_overflow, pool_acquire_timeout, pool_connect_timeout, "
                  "pool_idle_timeout, pool_max_lifetime, pool_pre_ping, pool_ping_idle, "
                  "pool_max_waiting, pool_leak_timeout, pool_reset_query)", key);
-        return false;
+        return POOL_EINVAL;
     }
     out->applied++;
     if (s->kind == SETTING_TEXT) {
         char *copy = *val ? strdup(val) : NULL;
-        if (*val && !copy) {
-            snprintf(err, errlen, "out of memory");
-            return false;
-        }
+        if (*val && !copy)
+            return out_of_memory(err, errlen);
         free(out->reset_query);
         out->reset_query = copy;
         out->cfg.reset_query = copy; /* empty: no reset query */
-        return true;
+        return POOL_OK;
     }
     int *field = (int *)(void *)((char *)&out->cfg + s->offset);
     char why[160];
     if (s->kind == SETTING_BOOL) {
         if (parse_bool(val, field))
-            return true;
+            return POOL_OK;
         snprintf(why, sizeof why, "\"%.40s\" is not one of 0, 1, on, off, true, false", val);
     } else if (parse_number(s, val, field, why, sizeof why)) {
-        return true;
+        return POOL_OK;
     }
     snprintf(err, errlen, "invalid %s in the conninfo: %s", key, why);
-    return false;
+    return POOL_EINVAL;
 }
 
 /* ---- the URI form: postgresql://...?key=value&... ----------------------- */
@@ -192,12 +197,14 @@ static int hex_value(char c)
 }
 
 /* Percent-decodes src[0..len) into a new string, as libpq does (no '+' for
-   space; %00 refused).  NULL on a bad escape or no memory. */
-static char *percent_decode(const char *src, size_t len)
+   space; %00 refused).  NULL on a bad escape, or with *nomem set. */
+static char *percent_decode(const char *src, size_t len, bool *nomem)
 {
     char *dst = malloc(len + 1), *d = dst;
-    if (!dst)
+    if (!dst) {
+        *nomem = true;
         return NULL;
+    }
     for (size_t i = 0; i < len; i++) {
         if (src[i] != '%') {
             *d++ = src[i];
@@ -250,33 +257,33 @@ static void append(char **end, const char *src, size_t len)
     **end = '\0';
 }
 
-static bool split_uri(const char *uri, pool_settings_t *out, char *err, size_t errlen)
+static pool_err_t split_uri(const char *uri, pool_settings_t *out, char *err, size_t errlen)
 {
     const char *query = uri_query(uri);
     size_t keep = query ? (size_t)(query - uri) : strlen(uri);
     char *rest = malloc(strlen(uri) + 1), *end = rest;
-    if (!rest) {
-        snprintf(err, errlen, "out of memory");
-        return false;
-    }
+    if (!rest)
+        return out_of_memory(err, errlen);
     append(&end, uri, keep);
     out->conninfo = rest;
-    if (!query)
-        return true;
-    bool first = true;
-    for (const char *p = query + 1; *p;) {
+    bool first = true, nomem = false;
+    for (const char *p = query ? query + 1 : ""; *p;) {
         size_t len = strcspn(p, "&");
         const char *eq = memchr(p, '=', len);
-        char *key = eq ? percent_decode(p, (size_t)(eq - p)) : NULL;
+        char *key = eq ? percent_decode(p, (size_t)(eq - p), &nomem) : NULL;
         if (key && is_pool_key(key, strlen(key))) {
-            char *val = percent_decode(eq + 1, len - (size_t)(eq + 1 - p));
-            bool ok = val && apply_setting(out, key, val, err, errlen);
-            if (!val)
+            char *val = percent_decode(eq + 1, len - (size_t)(eq + 1 - p), &nomem);
+            pool_err_t rc = val ? apply_setting(out, key, val, err, errlen) : POOL_EINVAL;
+            if (!val && !nomem)
                 snprintf(err, errlen, "invalid %s in the conninfo: bad percent-encoding", key);
             free(key);
             free(val);
-            if (!ok)
-                return false;
+            if (nomem)
+                return out_of_memory(err, errlen);
+            if (rc != POOL_OK)
+                return rc;
+        } else if (nomem) {
+            return out_of_memory(err, errlen); /* it may have been one of ours */
         } else {
             /* libpq's own key (or text it will reject itself): verbatim */
             free(key);
@@ -288,15 +295,47 @@ static bool split_uri(const char *uri, pool_settings_t *out, char *err, size_t e
         if (*p == '&')
             p++;
     }
-    return true;
+    return POOL_OK;
 }
 
 /* ---- the keyword/value form: key = value key='quoted value' ... ---------- */
 
-/* One "key = value" pair as libpq's conninfo_parse reads it.  Returns the end
-   of the pair, or NULL where libpq would report a syntax error.  *value gets
-   the unquoted, unescaped value (malloc'd). */
-static const char *kv_next(const char *p, const char **key, size_t *keylen, char **value)
+/* Unquotes and unescapes the value at p (quoted: after its opening quote)
+   into dst (NULL: only count), as libpq's conninfo_parse reads it.  Returns
+   the end of the value (past a closing quote) with its length in *len, or
+   NULL for an unterminated quoted string. */
+static const char *unquote(const char *p, bool quoted, char *dst, size_t *len)
+{
+    size_t n = 0;
+    for (;;) {
+        if (!*p && quoted)
+            return NULL;
+        if (!*p || (!quoted && isspace((unsigned char)*p)))
+            break;
+        if (quoted && *p == '\'') {
+            p++;
+            break;
+        }
+        if (*p == '\\' && !*++p)
+            continue; /* a backslash ends the string: as if unescaped */
+        if (dst)
+            dst[n] = *p;
+        n++, p++;
+    }
+    if (dst)
+        dst[n] = '\0';
+    *len = n;
+    return p;
+}
+
+typedef enum kv_status { KV_OK, KV_SYNTAX, KV_NOMEM } kv_status_t;
+
+/* One "key = value" pair as libpq's conninfo_parse reads it: the pair's end
+   in *next, the unquoted value (malloc'd, its own length: the walk stays
+   linear in the conninfo) in *value.  KV_SYNTAX where libpq would report a
+   syntax error. */
+static kv_status_t kv_next(const char *p, const char **key, size_t *keylen, char **value,
+                           const char **next)
 {
     *key = p;
     while (*p && *p != '=' && !isspace((unsigned char)*p))
@@ -305,92 +344,77 @@ static const char *kv_next(const char *p, const char **key, size_t *keylen, char
     while (isspace((unsigned char)*p))
         p++;
     if (*p != '=')
-        return NULL;
+        return KV_SYNTAX;
     p++;
     while (isspace((unsigned char)*p))
         p++;
-    char *v = malloc(strlen(p) + 1), *d = v;
-    if (!v)
-        return NULL;
     bool quoted = *p == '\'';
-    if (quoted)
-        p++;
-    for (;;) {
-        if (!*p && quoted) {
-            free(v);
-            return NULL; /* unterminated quoted string */
-        }
-        if (!*p || (!quoted && isspace((unsigned char)*p)))
-            break;
-        if (quoted && *p == '\'') {
-            p++;
-            break;
-        }
-        if (*p == '\\') {
-            p++;
-            if (*p)
-                *d++ = *p++;
-            continue;
-        }
-        *d++ = *p++;
-    }
-    *d = '\0';
-    *value = v;
-    return p;
+    p += quoted;
+    size_t len;
+    if (!(*next = unquote(p, quoted, NULL, &len)))
+        return KV_SYNTAX;
+    if (!(*value = malloc(len + 1)))
+        return KV_NOMEM;
+    unquote(p, quoted, *value, &len);
+    return KV_OK;
 }
 
-static bool split_keyword_value(const char *conninfo, pool_settings_t *out, char *err,
-                                size_t errlen)
+/* Takes the pool_* pair (key, value) out: applies it, or says why not. */
+static pool_err_t take_pair(pool_settings_t *out, const char *key, size_t keylen,
+                            const char *value, char *err, size_t errlen)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%.*s", (int)(keylen < 63 ? keylen : 63), key);
+    if (keylen >= sizeof name) {
+        snprintf(err, errlen, "unknown pool setting \"%s...\" in the conninfo", name);
+        return POOL_EINVAL;
+    }
+    return apply_setting(out, name, value, err, errlen);
+}
+
+static pool_err_t split_keyword_value(const char *conninfo, pool_settings_t *out, char *err,
+                                      size_t errlen)
 {
     /* Pairs are joined by one space; libpq needs none after a quoted value
        ('a'b=c), so the rest can be longer than the input, never twice. */
     char *rest = malloc(2 * strlen(conninfo) + 2), *end = rest;
-    if (!rest) {
-        snprintf(err, errlen, "out of memory");
-        return false;
-    }
+    if (!rest)
+        return out_of_memory(err, errlen);
     /* A leading space keeps libpq reading keyword/value pairs should what
        is left begin like a URI; it is dropped again where not needed. */
     append(&end, " ", 1);
     out->conninfo = rest;
-    const char *p = conninfo;
-    for (;;) {
+    for (const char *p = conninfo;;) {
         while (isspace((unsigned char)*p))
             p++;
         if (!*p)
             break;
-        const char *key;
+        const char *key, *next;
         size_t keylen;
         char *value = NULL;
-        const char *next = kv_next(p, &key, &keylen, &value);
-        if (!next) {
+        kv_status_t st = kv_next(p, &key, &keylen, &value, &next);
+        if (st == KV_NOMEM)
+            return out_of_memory(err, errlen);
+        pool_err_t rc = POOL_OK;
+        if (st == KV_OK && is_pool_key(key, keylen))
+            rc = take_pair(out, key, keylen, value, err, errlen);
+        else if (end != rest + 1)
+            append(&end, " ", 1);
+        free(value);
+        if (rc != POOL_OK)
+            return rc;
+        if (st == KV_SYNTAX) {
             /* libpq will refuse the rest and say why: hand it on as it is. */
-            free(value);
-            if (end != rest + 1)
-                append(&end, " ", 1);
             append(&end, p, strlen(p));
             break;
         }
-        if (is_pool_key(key, keylen)) {
-            char name[64];
-            snprintf(name, sizeof name, "%.*s", (int)(keylen < 63 ? keylen : 63), key);
-            bool ok = keylen < sizeof name && apply_setting(out, name, value, err, errlen);
-            if (keylen >= sizeof name)
-                snprintf(err, errlen, "unknown pool setting \"%s...\" in the conninfo", name);
-            free(value);
-            if (!ok)
-                return false;
-        } else {
-            free(value);
-            if (end != rest + 1)
-                append(&end, " ", 1);
+        if (!is_pool_key(key, keylen))
             append(&end, p, (size_t)(next - p));
-        }
         p = next;
     }
     if (uri_prefix_length(rest + 1) == 0)
         memmove(rest, rest + 1, strlen(rest));
-    return true;
+    return POOL_OK;
 }
 
 /* ---- entry point -------------------------------------------------------- */
@@ -402,12 +426,12 @@ int pool__settings_from_conninfo(const pool_config_t *cfg, pool_settings_t *out,
     if (!cfg || !cfg->conninfo)
         return POOL_OK; /* pool__config_validate says what is missing */
     out->cfg = *cfg;
-    bool ok = uri_prefix_length(cfg->conninfo) > 0
-                  ? split_uri(cfg->conninfo, out, errbuf, errlen)
-                  : split_keyword_value(cfg->conninfo, out, errbuf, errlen);
-    if (!ok) {
+    pool_err_t rc = uri_prefix_length(cfg->conninfo) > 0
+                        ? split_uri(cfg->conninfo, out, errbuf, errlen)
+                        : split_keyword_value(cfg->conninfo, out, errbuf, errlen);
+    if (rc != POOL_OK) {
         pool__settings_free(out);
-        return strcmp(errbuf, "out of memory") == 0 ? POOL_ENOMEM : POOL_EINVAL;
+        return rc;
     }
     out->cfg.conninfo = out->conninfo;
     return POOL_OK;
