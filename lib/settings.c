@@ -431,7 +431,7 @@ int pool__settings_from_conninfo(const pool_config_t *cfg, pool_settings_t *out,
                         : split_keyword_value(cfg->conninfo, out, errbuf, errlen);
     if (rc != POOL_OK) {
         pool__settings_free(out);
-        return rc;
+        return (int)rc;
     }
     out->cfg.conninfo = out->conninfo;
     return POOL_OK;
