@@ -24,6 +24,9 @@
  */
 #include "pool_internal.h"
 
+#include <stdio.h>
+#include <string.h>
+
 /* Detaches idle connections retired by an eviction while *out has room;
    when it fills up, the rest are left for pool__close_finish's next round. */
 static void detach_evicted_idle_locked(pool_t *pool, pool_closing_t *out)
@@ -57,13 +60,57 @@ static void evict_host_locked(pool_t *pool, int host, pool_closing_t *out)
     detach_evicted_idle_locked(pool, out);
 }
 
-void pool__close_locked(pool_t *pool, pool_conn_t *c, close_reason_t why, pool_closing_t *out)
+/* Says why c is closed, for the log: its host, what was found, and the words
+   that said so (scrubbed; see pool__close_locked). */
+static void describe_locked(const pool_t *pool, const pool_conn_t *c, close_reason_t why,
+                            const char *what, const char *words, bool host_retired, char *out,
+                            size_t len)
+{
+    char said[POOL_MSG_LEN] = "";
+    size_t wl = strlen(what);
+    if (!(words && *words) && wl > 0 && what[wl - 1] == ':')
+        words = PQerrorMessage(c->pg);
+    if (words && *words) { /* its first line: "LINE 1: ..." and the caret add nothing here */
+        char line[POOL_MSG_LEN];
+        snprintf(line, sizeof line, "%.*s", (int)strcspn(words, "\n"), words);
+        pool__copy_libpq_message(pool, said, sizeof said, line);
+    }
+    const char *host = pool__hosts_name(&pool->hosts, c->host), *port = pool->hosts.port[c->host];
+    snprintf(out, len, "closed a connection to host \"%s\" port %s: %.*s%s%s%s%s%s",
+             *host ? host : "default", *port ? port : "default",
+             (int)(wl > 0 && what[wl - 1] == ':' ? wl - 1 : wl), what, *said ? ": " : "", said,
+             why == CLOSE_ROLE ? " (target_session_attrs=" : "",
+             why == CLOSE_ROLE ? pool->hosts.target : "", why == CLOSE_ROLE ? ")" : "");
+    if (host_retired)
+        snprintf(out + strlen(out), len - strlen(out), "; the host's other connections are retired");
+}
+
+void pool__close_locked(pool_t *pool, pool_conn_t *c, close_reason_t why, const char *what,
+                        const char *said, pool_closing_t *out)
 {
     bool suspect = (why == CLOSE_DEAD || why == CLOSE_ROLE) && !conn_stale(pool, c);
+    if ((why == CLOSE_DEAD || why == CLOSE_UNUSABLE || why == CLOSE_ROLE) && out->nwarn++ == 0)
+        describe_locked(pool, c, why, what ? what : "", said, suspect, out->warn,
+                        sizeof out->warn);
     int host = c->host;
     pool__detach_locked(pool, c, why, out);
     if (suspect)
         evict_host_locked(pool, host, out);
+}
+
+/* Whether this batch's warning is logged now: at most one line a second,
+   the next one counting what was left unsaid.  Lock held. */
+static bool warn_now_locked(pool_t *pool, int nwarn, int *more)
+{
+    int64_t now = pool__clock_now_us();
+    if (pool->warn_last_us != 0 && now - pool->warn_last_us < 1000000) {
+        pool->warn_suppressed += nwarn;
+        return false;
+    }
+    *more = pool->warn_suppressed + nwarn - 1;
+    pool->warn_suppressed = 0;
+    pool->warn_last_us = now;
+    return true;
 }
 
 /* Lock NOT held.  Takes the lock once per batch to give back the slots the
@@ -82,9 +129,17 @@ void pool__close_finish(pool_t *pool, pool_closing_t *batch)
         pthread_mutex_lock(&pool->lock);
         pool->nclosing -= batch->n;
         batch->n = 0;
+        int more = 0;
+        bool warn = batch->nwarn > 0 && warn_now_locked(pool, batch->nwarn, &more);
+        batch->nwarn = 0;
         if (batch->more_evicted)
             detach_evicted_idle_locked(pool, batch);
         pool__wake_workers_locked(pool);
         pool_unlock(pool);
+        if (warn && more > 0)
+            pool__log(pool, POOL_LOG_WARN, "%s (and %d more closes nobody asked for since the last "
+                      "warning)", batch->warn, more);
+        else if (warn)
+            pool__log(pool, POOL_LOG_WARN, "%s", batch->warn);
     }
 }

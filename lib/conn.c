@@ -133,10 +133,23 @@ conn_health_t pool__conn_check_nowait(PGconn *pg, bool poll_socket)
     return CONN_SUSPECT;
 }
 
-/* Runs sql and reads every result, never blocking past deadline_us.  True when
-   every result succeeded and the connection is idle again (and back in
-   blocking mode).  On false the connection is in an unknown state: close it. */
-bool pool__conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us)
+/* Keeps the first error message (the server's words, or libpq's) in said. */
+static void keep_error(char *said, size_t len, const char *msg)
+{
+    if (said && !*said && msg && *msg)
+        snprintf(said, len, "%s", msg);
+}
+
+/* wait_socket for a round trip: false at the deadline (said so in said). */
+static bool wait_for(PGconn *pg, short events, int64_t deadline_us, char *said, size_t saidlen)
+{
+    int r = wait_socket(pg, events, deadline_us, NULL);
+    if (r == 0)
+        keep_error(said, saidlen, "no answer before the deadline");
+    return r > 0;
+}
+
+static bool exec_steps(PGconn *pg, const char *sql, int64_t deadline_us, char *said, size_t saidlen)
 {
     if (PQsetnonblocking(pg, 1) != 0 || !PQsendQuery(pg, sql))
         return false;
@@ -146,7 +159,7 @@ bool pool__conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us)
             return false;
         if (f == 0)
             break;
-        if (wait_socket(pg, POLLIN | POLLOUT, deadline_us, NULL) <= 0 || !PQconsumeInput(pg))
+        if (!wait_for(pg, POLLIN | POLLOUT, deadline_us, said, saidlen) || !PQconsumeInput(pg))
             return false;
     }
     bool ok = true;
@@ -156,20 +169,35 @@ bool pool__conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us)
             if (!res)
                 goto done;
             ExecStatusType s = PQresultStatus(res);
-            if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY)
+            if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY) {
+                keep_error(said, saidlen, PQresultErrorMessage(res));
                 ok = false;
+            }
             PQclear(res);
             /* COPY cannot be finished here: give up on the connection. */
             if (s == PGRES_COPY_IN || s == PGRES_COPY_OUT || s == PGRES_COPY_BOTH)
                 return false;
         }
-        if (wait_socket(pg, POLLIN, deadline_us, NULL) <= 0 || !PQconsumeInput(pg))
+        if (!wait_for(pg, POLLIN, deadline_us, said, saidlen) || !PQconsumeInput(pg))
             return false;
     }
 done:
     if (PQsetnonblocking(pg, 0) != 0)
         return false;
     return ok && PQstatus(pg) == CONNECTION_OK && PQtransactionStatus(pg) == PQTRANS_IDLE;
+}
+
+/* Runs sql and reads every result, never blocking past deadline_us.  True when
+   every result succeeded and the connection is idle again (and back in
+   blocking mode).  On false the connection is in an unknown state: close it;
+   said (NULL: not wanted) then holds the first error message, when said was
+   empty. */
+bool pool__conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us, char *said,
+                             size_t saidlen)
+{
+    bool ok = exec_steps(pg, sql, deadline_us, said, saidlen);
+    keep_error(said, saidlen, ok ? NULL : PQerrorMessage(pg));
+    return ok;
 }
 
 /* Closes a connection without ever blocking on its socket. */

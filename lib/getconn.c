@@ -164,21 +164,29 @@ static bool ping_due(const pool_t *pool, const pool_conn_t *c, int64_t now)
    read twice), a due round trip with the server's role after it, and
    on_checkout.  Runs without the lock when pre_ping or on_checkout is set;
    else under it, reading libpq's state only. */
-static close_reason_t validate_io(pool_t *pool, pool_conn_t *c, borrow_t *b, bool *pinged)
+static close_reason_t validate_io(pool_t *pool, pool_conn_t *c, borrow_t *b, bool *pinged,
+                                  const char **what, char *said)
 {
     conn_health_t health = b->checked >= 0 ? (conn_health_t)b->checked
                                            : pool__conn_check_nowait(c->pg, pool->cfg.pre_ping);
     b->checked = -1;
     *pinged = health == CONN_SUSPECT || (health == CONN_ALIVE && ping_due(pool, c, b->now_us));
-    if (health == CONN_DEAD)
+    if (health == CONN_DEAD) {
+        *what = "found broken or busy at checkout:";
         return CLOSE_DEAD;
+    }
     if (*pinged) {
-        if (!pool__conn_exec_bounded(c->pg, "", ping_deadline(pool, b->now_us, b->deadline_us)))
+        if (!pool__conn_exec_bounded(c->pg, "", ping_deadline(pool, b->now_us, b->deadline_us),
+                                     said, POOL_MSG_LEN)) {
+            *what = "it failed its ping:";
             return CLOSE_DEAD;
+        }
         /* The round trip brought what the server reports since: a server
            demoted or fenced shows it here. */
-        if (!pool__hosts_role_ok(&pool->hosts, c->pg))
+        if (!pool__hosts_role_ok(&pool->hosts, c->pg)) {
+            *what = "its server changed role, found by a ping";
             return CLOSE_ROLE;
+        }
     }
     if (pool->cfg.on_checkout && pool->cfg.on_checkout(c->pg, pool->cfg.arg) != 0)
         return CLOSE_REJECTED;
@@ -186,10 +194,11 @@ static close_reason_t validate_io(pool_t *pool, pool_conn_t *c, borrow_t *b, boo
 }
 
 /* Whether the claimed connection c can be handed out (CLOSE_NONE), else why
-   it is closed instead.  A retired (a sibling's eviction found more than it
+   it is closed instead (and *what, with said, for the log).  A retired (a sibling's eviction found more than it
    closes at once) or old one is closed unvalidated.  Releases the lock around
    validate_io's I/O. */
-static close_reason_t verdict_locked(pool_t *pool, pool_conn_t *c, borrow_t *b)
+static close_reason_t verdict_locked(pool_t *pool, pool_conn_t *c, borrow_t *b, const char **what,
+                                     char *said)
 {
     if (b->clock_stale) {
         b->now_us = pool__clock_now_us();
@@ -202,7 +211,7 @@ static close_reason_t verdict_locked(pool_t *pool, pool_conn_t *c, borrow_t *b)
     bool io = pool->cfg.pre_ping || pool->cfg.on_checkout, pinged;
     if (io)
         pool_unlock(pool);
-    close_reason_t why = validate_io(pool, c, b, &pinged);
+    close_reason_t why = validate_io(pool, c, b, &pinged, what, said);
     if (io) {
         pthread_mutex_lock(&pool->lock);
         b->clock_stale = pinged || pool->cfg.on_checkout;
@@ -223,14 +232,17 @@ static pool_err_t borrow_locked(pool_t *pool, borrow_t *b, pool_conn_t *first, p
             if (rc != POOL_OK)
                 return rc;
         }
-        close_reason_t why = verdict_locked(pool, c, b);
+        const char *what = NULL;
+        char said[POOL_MSG_LEN]; /* the server's words, when a round trip failed */
+        said[0] = '\0';
+        close_reason_t why = verdict_locked(pool, c, b, &what, said);
         if (why == CLOSE_NONE) {
             *out = c;
             return POOL_OK;
         }
         pool_closing_t closing;
         pool__closing_init(&closing);
-        pool__close_locked(pool, c, why, &closing);
+        pool__close_locked(pool, c, why, what, said, &closing);
         pool__wake_workers_locked(pool);
         pool_unlock(pool);
         pool__close_finish(pool, &closing);

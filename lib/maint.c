@@ -47,7 +47,7 @@ static void collect_idle_locked(pool_t *pool, int64_t now, pool_closing_t *out)
         prev = c->prev;
         close_reason_t why = due_locked(pool, c, now);
         if (why != CLOSE_NONE)
-            pool__close_locked(pool, c, why, out);
+            pool__close_locked(pool, c, why, NULL, NULL, out);
     }
 }
 

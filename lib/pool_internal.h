@@ -175,12 +175,14 @@ typedef struct pool_closing {
     PGconn *pg[POOL_CLOSE_BATCH];
     bool graceful[POOL_CLOSE_BATCH];
     bool more_evicted;  /* an eviction left idle connections behind: closed next */
+    int nwarn;          /* closes nobody asked for (CLOSE_DEAD, _UNUSABLE, _ROLE) */
+    char warn[POOL_MSG_LEN]; /* why the first of them was closed, scrubbed */
 } pool_closing_t;
 
 /* Empty, without zeroing the arrays: returns and closes start with one. */
 static inline void pool__closing_init(pool_closing_t *c)
 {
-    c->n = 0;
+    c->n = c->nwarn = 0;
     c->more_evicted = false;
 }
 
@@ -279,6 +281,9 @@ struct pool {
     int64_t backoff_us;              /* current retry delay; guarded by lock */
     int64_t backoff_until_us;        /* no attempt before this; guarded by lock */
     char last_error[POOL_MSG_LEN];   /* last connect failure, scrubbed; guarded by lock */
+    int64_t warn_last_us;            /* when a close nobody asked for was last logged;
+                                        guarded by lock */
+    int warn_suppressed;             /* such closes not logged since; guarded by lock */
 
     _Atomic unsigned fork_gen;       /* fork generation the state belongs to; written under
                                         lock, read by the fast path without it */
@@ -369,7 +374,8 @@ typedef enum conn_health {
     CONN_SUSPECT,     /* the server sent something unasked: only a round trip can tell */
 } conn_health_t;
 conn_health_t pool__conn_check_nowait(PGconn *pg, bool poll_socket);
-bool pool__conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us);
+bool pool__conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us, char *said,
+                             size_t saidlen);
 void pool__conn_close(PGconn *pg);
 void pool__conn_close_and_wait(PGconn *pg, int64_t deadline_us);
 void pool__conn_drop_silently(PGconn *pg);
@@ -416,9 +422,13 @@ bool pool__past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_u
 
 /* close.c: the one way to close.  _locked: detaches c into *out, counts why
    and, when why means the server is suspect (CLOSE_DEAD, CLOSE_ROLE), retires
-   c's host (its idle connections join *out).  _finish, lock NOT held:
-   closes what *out holds, gracefully or not by reason. */
-void pool__close_locked(pool_t *pool, pool_conn_t *c, close_reason_t why, pool_closing_t *out);
+   c's host (its idle connections join *out).  what: for a close nobody asked
+   for (dead, unusable, wrong role), what was found, logged at WARN by
+   _finish, followed by said (the server's or libpq's words, NULL: none) or,
+   when what ends in ':' and said is empty, the connection's last error.  _finish, lock NOT held: closes what *out
+   holds, gracefully or not by reason, and logs, at most once a second. */
+void pool__close_locked(pool_t *pool, pool_conn_t *c, close_reason_t why, const char *what,
+                        const char *said, pool_closing_t *out);
 void pool__close_finish(pool_t *pool, pool_closing_t *out);
 
 /* open.c: a new connection.  _connect (lock NOT held) makes it and a slot for

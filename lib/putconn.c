@@ -38,6 +38,7 @@ static bool checkin_hook_accepts(pool_t *pool, pool_conn_t *c, void *unused)
 typedef struct cleanup {
     int64_t now_us;
     bool rollback, rolled_back;
+    char *said;         /* POOL_MSG_LEN bytes: the server's words when one failed */
 } cleanup_t;
 
 /* ROLLBACK when left in a transaction, then reset_query; false when the
@@ -46,24 +47,36 @@ static bool clean_for_reuse(pool_t *pool, pool_conn_t *c, void *arg)
 {
     cleanup_t *cu = arg;
     int64_t deadline = cu->now_us + (int64_t)pool->cfg.connect_timeout_ms * 1000;
-    cu->rolled_back = cu->rollback && pool__conn_exec_bounded(c->pg, "ROLLBACK", deadline);
+    cu->rolled_back = cu->rollback &&
+                      pool__conn_exec_bounded(c->pg, "ROLLBACK", deadline, cu->said, POOL_MSG_LEN);
     bool ok = cu->rollback ? cu->rolled_back : true;
     if (ok && pool->reset_query)
-        ok = pool__conn_exec_bounded(c->pg, pool->reset_query, deadline);
+        ok = pool__conn_exec_bounded(c->pg, pool->reset_query, deadline, cu->said, POOL_MSG_LEN);
     return ok;
 }
 
-/* Broken (the server went away: its host is suspect), or left busy by the
-   application on a live server. */
+/* Broken (the server went away: its host is suspect), or not reusable on a
+   live server. */
 static close_reason_t unusable_why(PGconn *pg)
 {
     return PQstatus(pg) == CONNECTION_BAD ? CLOSE_DEAD : CLOSE_UNUSABLE;
 }
 
+/* Why a returned connection cannot be reused as it is, for the log. */
+static const char *not_returnable_what(PGconn *pg)
+{
+    if (PQstatus(pg) == CONNECTION_BAD)
+        return "returned broken:";
+    if (PQpipelineStatus(pg) != PQ_PIPELINE_OFF)
+        return "returned in pipeline mode";
+    return "returned with a query or COPY in progress";
+}
+
 /* What becomes of a returned connection: CLOSE_NONE to reuse it, else why it
-   is closed.  *now_us is read again after a round trip.  Releases the lock
-   around on_checkin, the rollback and reset_query. */
-static close_reason_t verdict_locked(pool_t *pool, pool_conn_t *c, int64_t *now_us)
+   is closed (and *what, with said, for the log).  *now_us is read again after a round
+   trip.  Releases the lock around on_checkin, the rollback and reset_query. */
+static close_reason_t verdict_locked(pool_t *pool, pool_conn_t *c, int64_t *now_us,
+                                     const char **what, char *said)
 {
     PGconn *pg = c->pg;
     /* Retired while borrowed: closed as it is (no rollback, reset or hook),
@@ -72,23 +85,36 @@ static close_reason_t verdict_locked(pool_t *pool, pool_conn_t *c, int64_t *now_
         return CLOSE_EVICTED;
     if (pool->cfg.on_checkin && !unlocked_on_returning(pool, c, checkin_hook_accepts, NULL))
         return CLOSE_REJECTED;
-    if (c->doom != DOOM_NONE)
+    if (c->doom != DOOM_NONE) {
+        *what = c->doom == DOOM_SERVER ? "the server ended its session:"
+                                       : "a write was refused, the server is read-only:";
         return c->doom == DOOM_SERVER ? CLOSE_DEAD : CLOSE_ROLE;
-    if (!pool__conn_returnable(pg))
+    }
+    if (!pool__conn_returnable(pg)) {
+        *what = not_returnable_what(pg);
         return unusable_why(pg);
-    cleanup_t cu = {.now_us = *now_us, .rollback = PQtransactionStatus(pg) != PQTRANS_IDLE};
+    }
+    cleanup_t cu = {.now_us = *now_us, .rollback = PQtransactionStatus(pg) != PQTRANS_IDLE,
+                    .said = said};
     if (cu.rollback || pool->reset_query) {
         bool ok = unlocked_on_returning(pool, c, clean_for_reuse, &cu);
         pool->stats.rollbacks += cu.rolled_back;
-        if (!ok)
+        if (!ok) {
+            *what = cu.rollback && !cu.rolled_back ? "its ROLLBACK at return failed:"
+                                                   : "reset_query failed:";
             return unusable_why(pg);
+        }
         *now_us = pool__clock_now_us();
     }
     bool may_have_changed = !c->results_counted || c->results != c->results_verified;
-    if (may_have_changed && pool__session_identity_changed(c))
+    if (may_have_changed && pool__session_identity_changed(c)) {
+        *what = "returned as another user (session_authorization or is_superuser changed)";
         return CLOSE_UNUSABLE;
-    if (may_have_changed && !pool__hosts_role_ok(&pool->hosts, pg))
+    }
+    if (may_have_changed && !pool__hosts_role_ok(&pool->hosts, pg)) {
+        *what = "its server changed role, reported after a statement";
         return CLOSE_ROLE;
+    }
     if (pool__past_lifetime(pool, c, *now_us))
         return CLOSE_LIFETIME;
     c->results_verified = c->results;
@@ -136,11 +162,14 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
     }
     pool_closing_t closing;
     pool__closing_init(&closing);
-    close_reason_t why = discard ? CLOSE_DISCARDED : verdict_locked(pool, c, &now);
+    const char *what = NULL;
+    char said[POOL_MSG_LEN]; /* the server's words, when a rollback or reset failed */
+    said[0] = '\0';
+    close_reason_t why = discard ? CLOSE_DISCARDED : verdict_locked(pool, c, &now, &what, said);
     if (why == CLOSE_NONE)
         pool__make_available_locked(pool, c, now, &closing);
     else
-        pool__close_locked(pool, c, why, &closing);
+        pool__close_locked(pool, c, why, what, said, &closing);
     pool__wake_workers_locked(pool);
     pool_unlock(pool);
     pool__close_finish(pool, &closing);

@@ -227,6 +227,21 @@ bool test_log_contains(test_log_t *log, const char *needle)
     return found;
 }
 
+int test_log_count(test_log_t *log, const char *needle)
+{
+    pthread_mutex_lock(&log_lock);
+    int n = 0;
+    for (const char *line = log->text; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        const char *hit = strstr(line, needle);
+        n += hit && hit < line + len;
+        line += len + (end != NULL);
+    }
+    pthread_mutex_unlock(&log_lock);
+    return n;
+}
+
 bool test_exec_ok(PGconn *conn, const char *sql)
 {
     PGresult *r = PQexec(conn, sql);

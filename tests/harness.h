@@ -76,6 +76,8 @@ typedef struct test_log {
 } test_log_t;
 void test_log_cb(int level, const char *msg, void *arg);
 bool test_log_contains(test_log_t *log, const char *needle);
+/* How many logged lines contain needle. */
+int test_log_count(test_log_t *log, const char *needle);
 
 /* Runs a query on conn; true when it succeeds. */
 bool test_exec_ok(PGconn *conn, const char *sql);

@@ -206,6 +206,40 @@ static void test_a_failing_reset_query_closes_the_connection(void **state)
     pool_destroy(pool);
 }
 
+/* A reset_query that always fails closes every returned connection: the
+   operator learns why (the server's own words) at WARN, once a second with
+   a count, not once per return. */
+static void test_a_failing_reset_query_says_why_once_a_second(void **state)
+{
+    test_log_t log = {0};
+    pool_config_t cfg;
+    test_config(&cfg, "ret_reset_warn");
+    cfg.max_size = 1;
+    cfg.reset_query = "SELEC 1";
+    cfg.on_log = test_log_cb;
+    cfg.arg = &log;
+    pool_t *pool = test_pool_create(&cfg);
+    int64_t start = test_now_ms();
+    int returns = 0;
+    while (returns < 5 || test_now_ms() - start < 1200) {
+        PGconn *c = pool_getconn(pool);
+        assert_non_null(c);
+        assert_int_equal(pool_putconn(pool, c), POOL_OK);
+        returns++;
+    }
+    int64_t elapsed_ms = test_now_ms() - start;
+    pool_stats_t st;
+    assert_int_equal(pool_get_stats(pool, &st), POOL_OK);
+    assert_int_equal(st.closed_broken, (uint64_t)returns);
+    int lines = test_log_count(&log, "reset_query failed");
+    assert_true(lines >= 2);                          /* 1.2 s: the first, then one a second */
+    assert_true(lines <= 1 + (int)(elapsed_ms / 1000)); /* never one per return */
+    assert_true(test_log_contains(&log, "syntax error at or near \"SELEC\""));
+    assert_true(test_log_contains(&log, "more closes nobody asked for since the last warning"));
+    assert_int_equal(log.warnings, lines);
+    pool_destroy(pool);
+}
+
 static void test_discard_closes_and_the_pool_refills_to_min_size(void **state)
 {
     pool_config_t cfg;
@@ -250,6 +284,7 @@ int main(void)
         cmocka_unit_test(test_reset_query_runs_on_every_return),
         cmocka_unit_test(test_reset_query_runs_after_rollback),
         cmocka_unit_test(test_a_failing_reset_query_closes_the_connection),
+        cmocka_unit_test(test_a_failing_reset_query_says_why_once_a_second),
         cmocka_unit_test(test_discard_closes_and_the_pool_refills_to_min_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -49,6 +49,27 @@ static void test_terminated_idle_backends_are_never_handed_out(void **state)
     pool_destroy(pool);
 }
 
+/* Nobody asked for that close: it is logged at WARN, once for the dead one
+   and its retired siblings together. */
+static void test_a_backend_found_dead_is_reported(void **state)
+{
+    test_log_t log = {0};
+    pool_config_t cfg;
+    test_config(&cfg, "val_reported");
+    cfg.min_size = cfg.max_size = 2;
+    cfg.on_log = test_log_cb;
+    cfg.arg = &log;
+    pool_t *pool = test_pool_create(&cfg);
+    assert_int_equal(test_terminate_backends("val_reported"), 2);
+    assert_true(test_wait_backends("val_reported", 0, 5000));
+    PGconn *c = pool_getconn(pool);
+    assert_non_null(c);
+    pool_putconn(pool, c);
+    assert_int_equal(test_log_count(&log, "closed a connection to host"), 1);
+    assert_true(test_log_contains(&log, "the host's other connections are retired"));
+    pool_destroy(pool);
+}
+
 static void test_round_trip_runs_only_after_ping_idle_ms(void **state)
 {
     pool_t *pool = make_pool("val_ping_idle", 1, 1, 1, 150);
@@ -172,6 +193,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_terminated_idle_backends_are_never_handed_out),
+        cmocka_unit_test(test_a_backend_found_dead_is_reported),
         cmocka_unit_test(test_round_trip_runs_only_after_ping_idle_ms),
         cmocka_unit_test(test_ping_idle_zero_pings_every_checkout),
         cmocka_unit_test(test_a_caller_that_cannot_wait_does_not_lose_connections_to_the_ping),
