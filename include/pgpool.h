@@ -16,6 +16,18 @@
  * libpq's own rule: never use one PGconn from two threads at once.  Errors are
  * reported per thread through pool_errcode()/pool_errmsg(), like errno.
  *
+ * Cancellation.  No pgpool call is a cancellation point.  A thread cancelled
+ * (pthread_cancel, deferred) while inside one - waiting in line, validating,
+ * rolling back or resetting, closing, connecting, in a hook or on_log, which
+ * run with cancellation disabled - finishes the call, within its usual
+ * bounds (a waiting caller leaves at its deadline or when served), and acts
+ * on the cancel at its next cancellation point after the call returns.  So
+ * the pool's bookkeeping is always complete: no connection is lost inside
+ * the library, no count stays raised, pool_destroy never waits on a dead
+ * call.  A connection pool_getconn returned belongs to the caller: a thread
+ * that may be cancelled while holding one returns it from a cleanup handler
+ * (pthread_cleanup_push), as it would free memory.
+ *
  * Connections.  Callers never open connections themselves: two background
  * workers do (so at most two attempts are in flight), and a new connection goes
  * to the longest waiting caller.  After a failed attempt they back off, from

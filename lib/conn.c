@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define IO_SLICE_MS 50 /* how often a long wait looks at pool->stopping */
@@ -104,13 +106,24 @@ PGconn *pool__conn_open_params(pool_t *pool, const char *const *keywords, const 
     return pg;
 }
 
-/* The zero-round-trip check: status, transaction state, pipeline mode and, with
-   poll_socket, whether the server has hung up or sent something unasked.
-   Unasked input is read, then judged by a round trip: a NOTIFY is harmless, but
-   a terminated backend sends its FATAL error before it closes the socket, and
-   libpq reports that error on an idle connection only as a notice, leaving the
-   status at CONNECTION_OK. */
-conn_health_t pool__conn_check_nowait(PGconn *pg, bool poll_socket)
+/* A poll with timeout 0 that is not a cancellation point (glibc's poll is
+   one; see "Threads" in pgpool.h): the raw system call, which also skips
+   the cancellation bookkeeping on the borrowing fast path. */
+static int poll_now(struct pollfd *pfd)
+{
+    struct timespec zero = {0, 0};
+    int r;
+    do
+        r = (int)syscall(SYS_ppoll, pfd, 1, &zero, NULL, 0);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+/* The zero-round-trip check without reading: status, transaction state,
+   pipeline mode and, with poll_socket, whether the server has hung up
+   (CONN_DEAD) or sent something unasked (CONN_SUSPECT, left unread).  No
+   cancellation point, no read: the lock-free path may run it. */
+conn_health_t pool__conn_peek_nowait(PGconn *pg, bool poll_socket)
 {
     /* PQTRANS_IDLE also says the status is CONNECTION_OK and no query is in
        flight (libpq reports PQTRANS_ACTIVE then): PQisBusy would add only
@@ -120,14 +133,22 @@ conn_health_t pool__conn_check_nowait(PGconn *pg, bool poll_socket)
     if (!poll_socket)
         return CONN_ALIVE;
     struct pollfd pfd = {.fd = PQsocket(pg), .events = POLLIN | POLLRDHUP};
-    int r;
-    do
-        r = poll(&pfd, 1, 0);
-    while (r < 0 && errno == EINTR);
+    int r = poll_now(&pfd);
     if (r < 0 || (r > 0 && (pfd.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL))))
         return CONN_DEAD;
-    if (r == 0)
-        return CONN_ALIVE;
+    return r == 0 ? CONN_ALIVE : CONN_SUSPECT;
+}
+
+/* The zero-round-trip check: pool__conn_peek_nowait, then unasked input is
+   read and judged by a round trip: a NOTIFY is harmless, but a terminated
+   backend sends its FATAL error before it closes the socket, and libpq
+   reports that error on an idle connection only as a notice, leaving the
+   status at CONNECTION_OK. */
+conn_health_t pool__conn_check_nowait(PGconn *pg, bool poll_socket)
+{
+    conn_health_t health = pool__conn_peek_nowait(pg, poll_socket);
+    if (health != CONN_SUSPECT)
+        return health;
     if (!PQconsumeInput(pg) || PQtransactionStatus(pg) != PQTRANS_IDLE)
         return CONN_DEAD;
     return CONN_SUSPECT;

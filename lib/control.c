@@ -46,7 +46,7 @@ static int check_live(const pool_t *pool, const char *what)
     return POOL_EINVAL;
 }
 
-int pool_resize(pool_t *pool, int min_size, int max_size, int max_overflow)
+static int resize(pool_t *pool, int min_size, int max_size, int max_overflow)
 {
     if (check_live(pool, "pool_resize") != POOL_OK)
         return POOL_EINVAL;
@@ -83,10 +83,19 @@ int pool_resize(pool_t *pool, int min_size, int max_size, int max_overflow)
     return POOL_OK;
 }
 
+int pool_resize(pool_t *pool, int min_size, int max_size, int max_overflow)
+{
+    int cancel = pool__cancel_off(); /* closing reaches cancellation points */
+    int rc = resize(pool, min_size, max_size, max_overflow);
+    pool__cancel_restore(cancel);
+    return rc;
+}
+
 int pool_evict(pool_t *pool)
 {
     if (check_live(pool, "pool_evict") != POOL_OK)
         return POOL_EINVAL;
+    int cancel = pool__cancel_off(); /* closing reaches cancellation points */
     pthread_mutex_lock(&pool->lock);
     pool__enter_locked(pool);
     /* Every connection opened, or begun, before now is stale: closed when
@@ -95,6 +104,7 @@ int pool_evict(pool_t *pool)
     pool_unlock(pool);
     close_idle_above(pool, keep_none);
     pool__log(pool, POOL_LOG_INFO, "evicted every connection: new ones replace them");
+    pool__cancel_restore(cancel);
     return POOL_OK;
 }
 

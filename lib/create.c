@@ -172,7 +172,7 @@ static pool_err_t open_min_size(pool_t *pool, char *msg, size_t len)
     return POOL_OK;
 }
 
-pool_t *pool_create_sized(const pool_config_t *cfg, size_t size, char *errbuf, size_t errlen)
+static pool_t *create(const pool_config_t *cfg, size_t size, char *errbuf, size_t errlen)
 {
     char msg[POOL_MSG_LEN];
     pool_settings_t set;
@@ -193,6 +193,14 @@ pool_t *pool_create_sized(const pool_config_t *cfg, size_t size, char *errbuf, s
         return NULL;
     }
     pool__fork_register(pool);
+    return pool;
+}
+
+pool_t *pool_create_sized(const pool_config_t *cfg, size_t size, char *errbuf, size_t errlen)
+{
+    int cancel = pool__cancel_off();
+    pool_t *pool = create(cfg, size, errbuf, errlen);
+    pool__cancel_restore(cancel);
     return pool;
 }
 
@@ -247,8 +255,10 @@ void pool_destroy(pool_t *pool)
 {
     if (!pool_is_live(pool))
         return;
+    int cancel = pool__cancel_off();
     pool__fork_unregister(pool);
     pool__join_threads(pool, close_and_drain(pool));
     close_everything(pool);
     pool_free(pool);
+    pool__cancel_restore(cancel);
 }

@@ -163,6 +163,7 @@ static bool parkable(pool_t *pool, pool_conn_t *c, PGconn *pg, int64_t now)
    list meanwhile, waiters are served from there instead.  Takes the lock. */
 static void settle(pool_t *pool, pool_conn_t *c)
 {
+    int cancel = pool__cancel_off(); /* closing may reach a cancellation point */
     pool_closing_t closing;
     pool__closing_init(&closing);
     pthread_mutex_lock(&pool->lock);
@@ -174,6 +175,7 @@ static void settle(pool_t *pool, pool_conn_t *c)
     pool__wake_workers_locked(pool);
     pool_unlock(pool);
     pool__close_finish(pool, &closing);
+    pool__cancel_restore(cancel);
 }
 
 /* Returns pg without the lock when it is this thread's last borrowed

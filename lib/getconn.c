@@ -21,7 +21,6 @@ typedef struct borrow {
     bool clock_stale;    /* something took time since now_us was read */
     int timeout_ms;
     bool at_front;       /* stood in line already: back to the front, not the back */
-    int checked;         /* the fast path's conn_health_t on the first claim, else -1 */
     pool_waiter_t w;     /* this caller's place in line */
 } borrow_t;
 
@@ -160,16 +159,13 @@ static bool ping_due(const pool_t *pool, const pool_conn_t *c, int64_t now)
 }
 
 /* The checks that may do I/O on a claimed connection: the zero-round-trip
-   check (the fast path's verdict when it ran one: unasked input cannot be
-   read twice), a due round trip with the server's role after it, and
+   check, a due round trip with the server's role after it, and
    on_checkout.  Runs without the lock when pre_ping or on_checkout is set;
    else under it, reading libpq's state only. */
 static close_reason_t validate_io(pool_t *pool, pool_conn_t *c, borrow_t *b, bool *pinged,
                                   const char **what, char *said)
 {
-    conn_health_t health = b->checked >= 0 ? (conn_health_t)b->checked
-                                           : pool__conn_check_nowait(c->pg, pool->cfg.pre_ping);
-    b->checked = -1;
+    conn_health_t health = pool__conn_check_nowait(c->pg, pool->cfg.pre_ping);
     *pinged = health == CONN_SUSPECT || (health == CONN_ALIVE && ping_due(pool, c, b->now_us));
     if (health == CONN_DEAD) {
         *what = "found broken or busy at checkout:";
@@ -270,15 +266,13 @@ static void getconn_done_locked(pool_t *pool, pool_err_t rc, int64_t start_us, i
 }
 
 /* Whether c, taken back by the fast path, can be handed out with nothing
-   more to do: not retired or old, no hook, and the zero-round-trip check
-   passes with no round trip due.  *health: that check's verdict, when it ran. */
-static bool ready_as_is(pool_t *pool, pool_conn_t *c, int64_t now, int *health)
+   more to do: not retired or old, no hook, no round trip due, and the
+   zero-round-trip check passes without reading (unasked input, if any, is
+   read on the locked path, where a cancellation cannot reach it). */
+static bool ready_as_is(pool_t *pool, pool_conn_t *c, int64_t now)
 {
-    if (conn_stale(pool, c) || pool__past_lifetime(pool, c, now) || pool->cfg.on_checkout ||
-        ping_due(pool, c, now))
-        return false;
-    *health = (int)pool__conn_check_nowait(c->pg, pool->cfg.pre_ping);
-    return *health == CONN_ALIVE;
+    return !conn_stale(pool, c) && !pool__past_lifetime(pool, c, now) && !pool->cfg.on_checkout &&
+           !ping_due(pool, c, now) && pool__conn_peek_nowait(c->pg, pool->cfg.pre_ping) == CONN_ALIVE;
 }
 
 PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
@@ -294,12 +288,13 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
     /* The clock is read again only after something took time (waiting in
        line, a round trip, a close): an idle connection handed out at once
        costs one clock read, and its wait counts as zero. */
-    borrow_t b = {.start_us = start, .now_us = start, .timeout_ms = timeout_ms, .checked = -1,
-                  .deadline_us = timeout_ms < 0 ? INT64_MAX : start + (int64_t)timeout_ms * 1000};
-    if (c && ready_as_is(pool, c, start, &b.checked)) {
+    if (c && ready_as_is(pool, c, start)) {
         pool__fast_checked_out(c, start);
         return c->pg;
     }
+    borrow_t b = {.start_us = start, .now_us = start, .timeout_ms = timeout_ms,
+                  .deadline_us = timeout_ms < 0 ? INT64_MAX : start + (int64_t)timeout_ms * 1000};
+    int cancel = pool__cancel_off();
     pthread_mutex_lock(&pool->lock);
     pool__enter_locked(pool);
     pool->ncalls++;
@@ -313,6 +308,7 @@ PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms)
     }
     getconn_done_locked(pool, rc, start, end);
     pool_unlock(pool);
+    pool__cancel_restore(cancel);
     return rc == POOL_OK ? c->pg : NULL;
 }
 

@@ -373,6 +373,7 @@ typedef enum conn_health {
     CONN_ALIVE,       /* nothing suggests otherwise */
     CONN_SUSPECT,     /* the server sent something unasked: only a round trip can tell */
 } conn_health_t;
+conn_health_t pool__conn_peek_nowait(PGconn *pg, bool poll_socket);
 conn_health_t pool__conn_check_nowait(PGconn *pg, bool poll_socket);
 bool pool__conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us, char *said,
                              size_t saidlen);
@@ -491,6 +492,24 @@ static inline int64_t backoff_next(int64_t current_us, int64_t min_us, int64_t m
 {
     int64_t next = current_us == 0 ? min_us : 2 * current_us;
     return next < max_us ? next : max_us;
+}
+
+/* No pgpool call is a cancellation point (see "Threads" in pgpool.h): a call
+   that can reach one (poll, send, recv, connect, close, a hook, on_log)
+   turns cancellation off for its duration and restores it as it leaves, so
+   its bookkeeping always completes.  A pair costs ~12 ns: the lock-free
+   paths do without, having no cancellation point (conn.c's poll_now). */
+static inline int pool__cancel_off(void)
+{
+    int old;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    return old;
+}
+
+static inline void pool__cancel_restore(int old)
+{
+    int ignored;
+    pthread_setcancelstate(old, &ignored);
 }
 
 static inline bool pool_is_live(const pool_t *pool)

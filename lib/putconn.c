@@ -133,15 +133,9 @@ static pool_conn_t *returned_locked(pool_t *pool, PGconn *pg)
     return NULL;
 }
 
-static int return_conn(pool_t *pool, PGconn *pg, bool discard)
+/* The locked way back, for what the fast path does not take. */
+static int return_locked_path(pool_t *pool, PGconn *pg, bool discard)
 {
-    if (!pool_is_live(pool) || !pg) {
-        pool__set_error(POOL_EINVAL, !pool_is_live(pool) ? "pool is NULL or not a live pool"
-                                                         : "connection is NULL");
-        return POOL_EINVAL;
-    }
-    if (!discard && pool__fast_return(pool, pg))
-        return POOL_OK;
     pthread_mutex_lock(&pool->lock);
     pool__enter_locked(pool);
     pool_conn_t *c = returned_locked(pool, pg);
@@ -174,6 +168,21 @@ static int return_conn(pool_t *pool, PGconn *pg, bool discard)
     pool_unlock(pool);
     pool__close_finish(pool, &closing);
     return POOL_OK;
+}
+
+static int return_conn(pool_t *pool, PGconn *pg, bool discard)
+{
+    if (!pool_is_live(pool) || !pg) {
+        pool__set_error(POOL_EINVAL, !pool_is_live(pool) ? "pool is NULL or not a live pool"
+                                                         : "connection is NULL");
+        return POOL_EINVAL;
+    }
+    if (!discard && pool__fast_return(pool, pg))
+        return POOL_OK;
+    int cancel = pool__cancel_off();
+    int rc = return_locked_path(pool, pg, discard);
+    pool__cancel_restore(cancel);
+    return rc;
 }
 
 int pool_putconn(pool_t *pool, PGconn *conn)
