@@ -40,7 +40,7 @@ static void detach_evicted_idle_locked(pool_t *pool, pool_closing_t *out)
             out->more_evicted = true;
             return;
         }
-        pool__detach_locked(pool, c, CLOSE_EVICTED, out);
+        pool__detach_locked(pool, c, CLOSE_SUSPECT, out);
     }
 }
 

@@ -201,7 +201,7 @@ static close_reason_t verdict_locked(pool_t *pool, pool_conn_t *c, borrow_t *b, 
         b->clock_stale = false;
     }
     if (conn_stale(pool, c))
-        return CLOSE_EVICTED;
+        return retired_why(c);
     if (pool__past_lifetime(pool, c, b->now_us))
         return CLOSE_LIFETIME;
     bool io = pool->cfg.pre_ping || pool->cfg.on_checkout, pinged;

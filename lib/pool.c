@@ -106,7 +106,8 @@ static void count_close_locked(pool_t *pool, close_reason_t why)
     case CLOSE_DEAD:
     case CLOSE_UNUSABLE: s->closed_broken++; break;
     case CLOSE_ROLE: s->closed_role++; break;
-    case CLOSE_EVICTED: s->closed_evicted++; break;
+    case CLOSE_EVICTED:
+    case CLOSE_SUSPECT: s->closed_evicted++; break;
     case CLOSE_LIFETIME: s->closed_lifetime++; break;
     case CLOSE_IDLE: s->closed_idle++; break;
     case CLOSE_NONE:
@@ -119,11 +120,9 @@ static void count_close_locked(pool_t *pool, close_reason_t why)
 /* A healthy connection is closed gracefully: the close waits (bounded) until
    the server has ended the backend, so the server never counts more than the
    pool's maximum.  A dead one, or one whose server is suspect, is dropped. */
-static bool close_graceful(const pool_conn_t *c, close_reason_t why)
+static bool close_graceful(close_reason_t why)
 {
-    if (why == CLOSE_DEAD || why == CLOSE_UNUSABLE)
-        return false;
-    return why != CLOSE_EVICTED || !atomic_load_explicit(&c->evicted, memory_order_relaxed);
+    return why != CLOSE_DEAD && why != CLOSE_UNUSABLE && why != CLOSE_SUSPECT;
 }
 
 /* Forgets c, counts why, and adds its PGconn to *out, which must have room.
@@ -135,7 +134,7 @@ void pool__detach_locked(pool_t *pool, pool_conn_t *c, close_reason_t why, pool_
     if (c->state == CONN_IDLE)
         pool__idle_remove_locked(pool, c);
     pool__conn_map_remove(&pool->map, c->pg);
-    out->graceful[out->n] = close_graceful(c, why);
+    out->graceful[out->n] = close_graceful(why);
     out->pg[out->n++] = c->pg;
     pool__release_slot_locked(pool, c);
     pool->nopen--;

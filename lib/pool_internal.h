@@ -158,8 +158,11 @@ typedef enum close_reason {
                         closed_broken; dropped */
     CLOSE_ROLE,      /* the server no longer matches target_session_attrs: closed_role;
                         host retired; graceful */
-    CLOSE_EVICTED,   /* retired by pool_evict or its host's eviction: closed_evicted;
-                        dropped when its host was evicted, else graceful */
+    CLOSE_EVICTED,   /* retired by pool_evict, or left over by its host's eviction and
+                        found later while idle or checked: closed_evicted; graceful */
+    CLOSE_SUSPECT,   /* retired by its host's eviction and closed by it, or claimed or
+                        returned afterwards: closed_evicted; dropped, without waiting on a
+                        server the eviction suspects */
     CLOSE_LIFETIME,  /* past max_lifetime_ms: closed_lifetime; graceful */
     CLOSE_IDLE,      /* idle past idle_timeout_ms: closed_idle; graceful */
     CLOSE_EXCESS,    /* above max_size with nobody waiting, above max_size + max_overflow
@@ -529,6 +532,13 @@ static inline bool conn_stale(const pool_t *pool, const pool_conn_t *c)
 {
     return c->epoch != atomic_load_explicit(&pool->epoch, memory_order_relaxed) ||
            atomic_load_explicit(&c->evicted, memory_order_relaxed);
+}
+
+/* Why a retired connection (conn_stale) that is claimed or returned closes:
+   dropped when its host was evicted (the server is suspect), else gracefully. */
+static inline close_reason_t retired_why(const pool_conn_t *c)
+{
+    return atomic_load_explicit(&c->evicted, memory_order_relaxed) ? CLOSE_SUSPECT : CLOSE_EVICTED;
 }
 
 static inline bool conn_inherited(const pool_t *pool, const pool_conn_t *c)

@@ -82,7 +82,7 @@ static close_reason_t verdict_locked(pool_t *pool, pool_conn_t *c, int64_t *now_
     /* Retired while borrowed: closed as it is (no rollback, reset or hook),
        without waiting on a server its host's eviction suspects. */
     if (conn_stale(pool, c))
-        return CLOSE_EVICTED;
+        return retired_why(c);
     if (pool->cfg.on_checkin && !unlocked_on_returning(pool, c, checkin_hook_accepts, NULL))
         return CLOSE_REJECTED;
     if (c->doom != DOOM_NONE) {
