@@ -108,12 +108,11 @@ int pool__config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen)
     }
     if (!opts) {
         char reason[POOL_MSG_LEN];
-        pool_t scrubber = {.password = pool__password_of(cfg->conninfo)};
-        pool__copy_libpq_message(&scrubber, reason, sizeof reason, err);
-        free(scrubber.password);
+        pool_err_t rc = pool__copy_scrubbed(cfg->conninfo, reason, sizeof reason, err);
         PQfreemem(err);
-        snprintf(errbuf, errlen, "invalid conninfo: %s", reason);
-        return POOL_EINVAL;
+        snprintf(errbuf, errlen, rc == POOL_OK ? "invalid conninfo: %s" : "%s while checking the conninfo",
+                 reason);
+        return rc == POOL_OK ? POOL_EINVAL : POOL_ENOMEM;
     }
     PQconninfoFree(opts);
     return POOL_OK;

@@ -51,7 +51,7 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
     pool->cfg = *cfg;
     pool->conninfo = strdup(cfg->conninfo);
     pool->reset_query = cfg->reset_query ? strdup(cfg->reset_query) : NULL;
-    pool->password = pool__password_of(cfg->conninfo);
+    bool found = pool__password_of(cfg->conninfo, &pool->password);
     pool->cfg.conninfo = pool->conninfo;
     pool->cfg.reset_query = pool->reset_query;
     pthread_mutex_init(&pool->lock, NULL);
@@ -67,7 +67,7 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
     pool->map_total = pool_max_total(pool);
     pool->magic = POOL_MAGIC;
     /* Room for every live connection plus as many inherited across a fork. */
-    if (!pool->conninfo || (cfg->reset_query && !pool->reset_query) ||
+    if (!found || !pool->conninfo || (cfg->reset_query && !pool->reset_query) ||
         pool__conn_map_init(&pool->map, 2 * (size_t)pool_max_total(pool)) != POOL_OK) {
         pool_free(pool);
         return NULL;
@@ -93,16 +93,16 @@ static pool_err_t effective_config(const pool_config_t *caller_cfg, size_t size,
             snprintf(msg + strlen(msg), len - strlen(msg),
                      " (with the conninfo's pool_* settings applied)");
     }
-    if (rc != POOL_OK) {
+    if (rc != POOL_OK && cfg && cfg->conninfo) {
         /* Our words about a pool_* value never hold the password, but a
            value could be mistyped into the wrong place: scrub anyway. */
-        pool_t scrubber = {.password = cfg && cfg->conninfo ? pool__password_of(cfg->conninfo) : NULL};
         char raw[POOL_MSG_LEN];
         snprintf(raw, sizeof raw, "%s", msg);
-        pool__copy_libpq_message(&scrubber, msg, len, raw);
-        free(scrubber.password);
-        pool__settings_free(set);
+        if (pool__copy_scrubbed(cfg->conninfo, msg, len, raw) != POOL_OK)
+            rc = POOL_ENOMEM;
     }
+    if (rc != POOL_OK)
+        pool__settings_free(set);
     return (pool_err_t)rc;
 }
 

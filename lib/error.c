@@ -121,20 +121,22 @@ void pool__log(const pool_t *pool, int level, const char *fmt, ...)
 /* The value of keyword `key` in a keyword/value conninfo, or of the password
    part of a URI, found without libpq: for conninfo strings that libpq refused
    to parse but whose password must still not appear in the error. */
-static char *password_by_hand(const char *conninfo)
+static const char *password_by_hand(const char *conninfo, size_t *len)
 {
     const char *scheme = strstr(conninfo, "://");
     if (scheme) {
         const char *start = scheme + 3, *at = strchr(start, '@');
         const char *colon = at ? memchr(start, ':', (size_t)(at - start)) : NULL;
-        if (colon && at > colon + 1)
-            return strndup(colon + 1, (size_t)(at - colon - 1));
-        const char *q = strstr(conninfo, "password=");
-        if (q) {
-            q += strlen("password=");
-            return strndup(q, strcspn(q, "&#"));
+        if (colon && at > colon + 1) {
+            *len = (size_t)(at - colon - 1);
+            return colon + 1;
         }
-        return NULL;
+        const char *q = strstr(conninfo, "password=");
+        if (!q)
+            return NULL;
+        q += strlen("password=");
+        *len = strcspn(q, "&#");
+        return q;
     }
     const char *p = strstr(conninfo, "password");
     if (!p)
@@ -147,24 +149,62 @@ static char *password_by_hand(const char *conninfo)
     p += strspn(p, " \t\n");
     if (*p == '\'') {
         p++;
-        return strndup(p, strcspn(p, "'"));
+        *len = strcspn(p, "'");
+        return p;
     }
-    size_t n = strcspn(p, " \t\n");
-    return n ? strndup(p, n) : NULL;
+    *len = strcspn(p, " \t\n");
+    return *len ? p : NULL;
 }
 
-/* The password in conninfo, malloc'd, or NULL when it has none. */
-char *pool__password_of(const char *conninfo)
+/* The password in conninfo, malloc'd into *pw (NULL when it has none).
+   False when memory ran out: then nothing can be scrubbed of it, and the
+   caller must not show anything the conninfo could have echoed. */
+bool pool__password_of(const char *conninfo, char **pw)
 {
+    *pw = NULL;
     char *err = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+    bool nomem = !opts && (!err || strncmp(err, "out of memory", 13) == 0);
     PQfreemem(err);
-    if (!opts)
-        return password_by_hand(conninfo);
-    char *pw = NULL;
-    for (PQconninfoOption *o = opts; o->keyword && !pw; o++)
-        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
-            pw = strdup(o->val);
+    if (nomem)
+        return false;
+    if (!opts) {
+        size_t len = 0;
+        const char *p = password_by_hand(conninfo, &len);
+        return !p || (*pw = strndup(p, len)) != NULL;
+    }
+    bool ok = true;
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) {
+            ok = (*pw = strdup(o->val)) != NULL;
+            break;
+        }
     PQconninfoFree(opts);
-    return pw;
+    return ok;
+}
+
+/* Whether a message from libpq (or the C library below it) says memory ran
+   out: libpq's own "out of memory", getaddrinfo's "Memory allocation
+   failure", strerror(ENOMEM).  English only: a libpq run under another
+   language says it in words this cannot read, and the failure stays
+   POOL_ECONNECT. */
+bool pool__says_out_of_memory(const char *msg)
+{
+    return strstr(msg, "out of memory") || strstr(msg, "Memory allocation failure") ||
+           strstr(msg, "Cannot allocate memory");
+}
+
+/* Copies msg into dst with the conninfo's password masked, for messages
+   made before a pool exists.  POOL_ENOMEM (dst says so) when the password
+   could not be found for lack of memory: then msg is not shown at all. */
+pool_err_t pool__copy_scrubbed(const char *conninfo, char *dst, size_t len, const char *msg)
+{
+    pool_t scrubber = {.password = NULL};
+    if (!pool__password_of(conninfo, &scrubber.password)) {
+        snprintf(dst, len, "out of memory");
+        return POOL_ENOMEM;
+    }
+    pool__copy_libpq_message(&scrubber, dst, len, msg);
+    free(scrubber.password);
+    return POOL_OK;
 }

@@ -177,9 +177,12 @@ int pool__hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, c
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
     if (!opts) {
-        snprintf(err, errlen, "invalid conninfo: %s", perr ? perr : "out of memory");
+        /* config.c parsed this very string already: only memory can fail
+           now (and libpq's words are not shown: they could hold the
+           password, which nothing is left to scrub). */
         PQfreemem(perr);
-        return POOL_EINVAL;
+        snprintf(err, errlen, "out of memory while reading the conninfo's hosts");
+        return POOL_ENOMEM;
     }
     h->opts = opts;
     const char *host = option(opts, "host"), *hostaddr = option(opts, "hostaddr");

@@ -13,12 +13,21 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 pool_err_t pool__open_connect(pool_t *pool, pool_opening_t *o, char *err, size_t errlen)
 {
     o->spare = NULL;
     o->started_us = pool__clock_now_us();
     o->pg = pool__hosts_connect(pool, &o->host, err, errlen);
+    if (!o->pg && pool__says_out_of_memory(err)) { /* ours or libpq's */
+        if (!strstr(err, "out of memory")) { /* say it in the same words every time */
+            char why[POOL_MSG_LEN];
+            snprintf(why, sizeof why, "%s", err);
+            snprintf(err, errlen, "out of memory: %s", why);
+        }
+        return POOL_ENOMEM;
+    }
     if (!o->pg)
         return POOL_ECONNECT;
     /* Allocated here, off the lock; unused (a free slot was there) it is

@@ -310,7 +310,9 @@ void pool__set_error_msg(pool_err_t code, const char *msg);
 void pool__log(const pool_t *pool, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void pool__copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg);
-char *pool__password_of(const char *conninfo);
+bool pool__password_of(const char *conninfo, char **pw);
+bool pool__says_out_of_memory(const char *msg);
+pool_err_t pool__copy_scrubbed(const char *conninfo, char *dst, size_t len, const char *msg);
 
 /* wake.c: parking and waking waiters, on a word that holds one of these */
 enum { WAKE_WAITING = 0, WAKE_ASLEEP = 2, WAKE_WOKEN = 1 };

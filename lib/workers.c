@@ -17,7 +17,8 @@
 /* Records a failed attempt.  When nothing is open that could come back and no
    other attempt is under way, every waiter fails now with libpq's reason
    instead of waiting out its timeout (woken once the lock is released). */
-static void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t now_us)
+static void workers_connect_failed_locked(pool_t *pool, pool_err_t rc, const char *msg,
+                                          int64_t now_us)
 {
     pool->stats.connect_errors++;
     snprintf(pool->last_error, sizeof pool->last_error, "%s", msg);
@@ -28,7 +29,7 @@ static void workers_connect_failed_locked(pool_t *pool, const char *msg, int64_t
     if (pool->nopen > 0 || pool->nconnecting > 0)
         return;
     for (pool_waiter_t *w; (w = pool__waitq_pop_front(&pool->waiters));) {
-        w->err = POOL_ECONNECT;
+        w->err = rc; /* POOL_ECONNECT, or POOL_ENOMEM */
         pool__wake_after_unlock(&w->woken);
     }
 }
@@ -43,7 +44,8 @@ static void connect_once_locked(pool_t *pool)
     pool_unlock(pool);
 
     pool_opening_t o;
-    bool ok = pool__open_connect(pool, &o, err, sizeof err) == POOL_OK;
+    pool_err_t rc = pool__open_connect(pool, &o, err, sizeof err);
+    bool ok = rc == POOL_OK;
 
     pthread_mutex_lock(&pool->lock);
     pool->nconnecting--;
@@ -57,7 +59,7 @@ static void connect_once_locked(pool_t *pool)
     if (ok)
         pool__open_adopt_locked(pool, &o, epoch, &excess);
     else
-        workers_connect_failed_locked(pool, err, pool__clock_now_us());
+        workers_connect_failed_locked(pool, rc, err, pool__clock_now_us());
     bool stopping = pool->closed;
     pool_unlock(pool);
 

@@ -41,7 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     pool_t scrubber;
     memset(&scrubber, 0, sizeof scrubber);
-    scrubber.password = pool__password_of(conninfo);
+    if (!pool__password_of(conninfo, &scrubber.password))
+        abort(); /* no allocation fails here: a false "out of memory" */
     /* Our own words ("invalid conninfo: ") may contain a one-letter
        password by chance; what must never show it is libpq's part. */
     const char *prefix = "invalid conninfo: ";
