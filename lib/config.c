@@ -100,8 +100,7 @@ int pool__config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen)
 
     char *err = NULL;
     PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, &err);
-    /* libpq says "out of memory", or has no room for a message at all. */
-    if (!opts && (!err || strncmp(err, "out of memory", 13) == 0)) {
+    if (!opts && pool__parse_out_of_memory(err)) {
         PQfreemem(err);
         snprintf(errbuf, errlen, "out of memory while parsing the conninfo");
         return POOL_ENOMEM;

@@ -156,6 +156,25 @@ static const char *password_by_hand(const char *conninfo, size_t *len)
     return *len ? p : NULL;
 }
 
+/* Whether a message from libpq (or the C library below it) says memory ran
+   out: libpq's own "out of memory", getaddrinfo's "Memory allocation
+   failure", strerror(ENOMEM).  English only: a libpq run under another
+   language says it in words this cannot read, and the failure stays
+   POOL_ECONNECT. */
+bool pool__says_out_of_memory(const char *msg)
+{
+    return strstr(msg, "out of memory") || strstr(msg, "Memory allocation failure") ||
+           strstr(msg, "Cannot allocate memory");
+}
+
+/* Whether PQconninfoParse failed for lack of memory, from the message it
+   left: "out of memory" leads it then, or it had no room for one at all.
+   (A syntax error quotes the conninfo, so only the start counts.) */
+bool pool__parse_out_of_memory(const char *err)
+{
+    return !err || strncmp(err, "out of memory", 13) == 0;
+}
+
 /* The password in conninfo, malloc'd into *pw (NULL when it has none).
    False when memory ran out: then nothing can be scrubbed of it, and the
    caller must not show anything the conninfo could have echoed. */
@@ -164,7 +183,7 @@ bool pool__password_of(const char *conninfo, char **pw)
     *pw = NULL;
     char *err = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
-    bool nomem = !opts && (!err || strncmp(err, "out of memory", 13) == 0);
+    bool nomem = !opts && pool__parse_out_of_memory(err);
     PQfreemem(err);
     if (nomem)
         return false;
@@ -181,17 +200,6 @@ bool pool__password_of(const char *conninfo, char **pw)
         }
     PQconninfoFree(opts);
     return ok;
-}
-
-/* Whether a message from libpq (or the C library below it) says memory ran
-   out: libpq's own "out of memory", getaddrinfo's "Memory allocation
-   failure", strerror(ENOMEM).  English only: a libpq run under another
-   language says it in words this cannot read, and the failure stays
-   POOL_ECONNECT. */
-bool pool__says_out_of_memory(const char *msg)
-{
-    return strstr(msg, "out of memory") || strstr(msg, "Memory allocation failure") ||
-           strstr(msg, "Cannot allocate memory");
 }
 
 /* Copies msg into dst with the conninfo's password masked, for messages

@@ -312,6 +312,7 @@ void pool__log(const pool_t *pool, int level, const char *fmt, ...)
 void pool__copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg);
 bool pool__password_of(const char *conninfo, char **pw);
 bool pool__says_out_of_memory(const char *msg);
+bool pool__parse_out_of_memory(const char *err);
 pool_err_t pool__copy_scrubbed(const char *conninfo, char *dst, size_t len, const char *msg);
 
 /* wake.c: parking and waking waiters, on a word that holds one of these */
@@ -431,8 +432,9 @@ bool pool__past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_u
    c's host (its idle connections join *out).  what: for a close nobody asked
    for (dead, unusable, wrong role), what was found, logged at WARN by
    _finish, followed by said (the server's or libpq's words, NULL: none) or,
-   when what ends in ':' and said is empty, the connection's last error.  _finish, lock NOT held: closes what *out
-   holds, gracefully or not by reason, and logs, at most once a second. */
+   when what ends in ':' and said is empty, the connection's last error.
+   _finish, lock NOT held: closes what *out holds, gracefully or not by
+   reason, and logs, at most once a second. */
 void pool__close_locked(pool_t *pool, pool_conn_t *c, close_reason_t why, const char *what,
                         const char *said, pool_closing_t *out);
 void pool__close_finish(pool_t *pool, pool_closing_t *out);

@@ -136,35 +136,42 @@ static void expect_whole(pool_t *pool)
         fail_msg("pool_destroy waits on a call that will never finish");
 }
 
-static pool_t *victim_pool(const char *app, victim_t *v, bool checkout_hook, bool checkin_hook,
-                           const char *reset_query)
+/* The victim's pool: one connection (two for pool_resize to have one to
+   close), a round trip on every locked checkout, and the hook the step
+   blocks in. */
+static pool_t *victim_pool(const char *app, victim_t *v, const char *reset_query)
 {
     pool_config_t cfg;
     test_config(&cfg, app);
-    /* Two for pool_resize to have one to close; else one, so callers queue. */
     cfg.min_size = cfg.max_size = v->step == RESIZE ? 2 : 1;
-    cfg.ping_idle_ms = 0; /* a round trip on every locked checkout */
-    cfg.on_checkout = checkout_hook ? sleepy_hook : NULL;
-    cfg.on_checkin = checkin_hook ? sleepy_hook : NULL;
+    cfg.ping_idle_ms = 0;
+    cfg.on_checkout = v->step == GETCONN_IN_HOOK ? sleepy_hook : NULL;
+    cfg.on_checkin = v->step == PUTCONN_IN_HOOK ? sleepy_hook : NULL;
     cfg.reset_query = reset_query;
     cfg.arg = v;
     return v->pool = test_pool_create(&cfg);
 }
 
-/* Cancels the victim once it is ready (inside its call, or about to make
-   it), lets it go, and checks it ran the call to its end and then died. */
-static void cancel_victim(victim_t *v, pthread_t t)
+/* Starts the victim, cancels it once it is ready (inside its call, or about
+   to make it), lets it go, and checks it ran the call to its end, which
+   succeeded, and then died of the cancel. */
+static void run_cancelled(victim_t *v)
 {
+    pthread_t t;
+    pthread_create(&t, NULL, victim_main, v);
     while (!atomic_load(&v->ready))
         test_sleep_ms(1);
     pthread_cancel(t);
     atomic_store(&v->go, 1);
+    assert_true(joined_cancelled(t));
+    assert_int_equal(atomic_load(&v->returned), 1);
+    assert_int_equal(v->rc, POOL_OK);
 }
 
 static void test_a_caller_cancelled_in_line_still_takes_and_gives_back_its_connection(void **state)
 {
     victim_t v = {.step = GETCONN_AFTER_WAITING};
-    pool_t *pool = victim_pool("cancel_line", &v, false, false, NULL);
+    pool_t *pool = victim_pool("cancel_line", &v, NULL);
     PGconn *mine = pool_getconn(pool);
     pthread_t t;
     pthread_create(&t, NULL, victim_main, &v);
@@ -179,24 +186,16 @@ static void test_a_caller_cancelled_in_line_still_takes_and_gives_back_its_conne
 static void test_a_caller_cancelled_inside_on_checkout_gets_its_connection(void **state)
 {
     victim_t v = {.step = GETCONN_IN_HOOK};
-    pool_t *pool = victim_pool("cancel_checkout", &v, true, false, NULL);
-    pthread_t t;
-    pthread_create(&t, NULL, victim_main, &v);
-    cancel_victim(&v, t);
-    assert_true(joined_cancelled(t));
-    assert_int_equal(atomic_load(&v.returned), 1);
+    pool_t *pool = victim_pool("cancel_checkout", &v, NULL);
+    run_cancelled(&v);
     expect_whole(pool);
 }
 
 static void test_a_return_cancelled_at_its_rollback_completes(void **state)
 {
     victim_t v = {.step = PUTCONN_ROLLBACK};
-    pool_t *pool = victim_pool("cancel_rollback", &v, false, false, NULL);
-    pthread_t t;
-    pthread_create(&t, NULL, victim_main, &v);
-    cancel_victim(&v, t);
-    assert_true(joined_cancelled(t));
-    assert_int_equal(v.rc, POOL_OK);
+    pool_t *pool = victim_pool("cancel_rollback", &v, NULL);
+    run_cancelled(&v);
     pool_stats_t st;
     assert_int_equal(pool_get_stats(pool, &st), POOL_OK);
     assert_int_equal(st.rollbacks, 1);
@@ -206,12 +205,8 @@ static void test_a_return_cancelled_at_its_rollback_completes(void **state)
 static void test_a_return_cancelled_at_its_reset_query_completes(void **state)
 {
     victim_t v = {.step = PUTCONN_RESET};
-    pool_t *pool = victim_pool("cancel_reset", &v, false, false, "SELECT pg_sleep(0.2)");
-    pthread_t t;
-    pthread_create(&t, NULL, victim_main, &v);
-    cancel_victim(&v, t);
-    assert_true(joined_cancelled(t));
-    assert_int_equal(v.rc, POOL_OK);
+    pool_t *pool = victim_pool("cancel_reset", &v, "SELECT pg_sleep(0.2)");
+    run_cancelled(&v);
     pool_stats_t st;
     assert_int_equal(pool_get_stats(pool, &st), POOL_OK);
     assert_int_equal(st.closed_broken, 0); /* the reset ran to its end: reused */
@@ -221,24 +216,16 @@ static void test_a_return_cancelled_at_its_reset_query_completes(void **state)
 static void test_a_return_cancelled_inside_on_checkin_completes(void **state)
 {
     victim_t v = {.step = PUTCONN_IN_HOOK};
-    pool_t *pool = victim_pool("cancel_checkin", &v, false, true, NULL);
-    pthread_t t;
-    pthread_create(&t, NULL, victim_main, &v);
-    cancel_victim(&v, t);
-    assert_true(joined_cancelled(t));
-    assert_int_equal(v.rc, POOL_OK);
+    pool_t *pool = victim_pool("cancel_checkin", &v, NULL);
+    run_cancelled(&v);
     expect_whole(pool);
 }
 
 static void test_a_discard_cancelled_at_its_close_completes(void **state)
 {
     victim_t v = {.step = DISCARD};
-    pool_t *pool = victim_pool("cancel_discard", &v, false, false, NULL);
-    pthread_t t;
-    pthread_create(&t, NULL, victim_main, &v);
-    cancel_victim(&v, t);
-    assert_true(joined_cancelled(t));
-    assert_int_equal(v.rc, POOL_OK);
+    pool_t *pool = victim_pool("cancel_discard", &v, NULL);
+    run_cancelled(&v);
     expect_whole(pool);
 }
 
@@ -246,13 +233,8 @@ static void test_resize_and_evict_cancelled_at_their_closes_complete(void **stat
 {
     for (int step = RESIZE; step <= EVICT; step++) {
         victim_t v = {.step = step};
-        pool_t *pool = victim_pool(step == RESIZE ? "cancel_resize" : "cancel_evict", &v, false,
-                                   false, NULL);
-        pthread_t t;
-        pthread_create(&t, NULL, victim_main, &v);
-        cancel_victim(&v, t);
-        assert_true(joined_cancelled(t));
-        assert_int_equal(v.rc, POOL_OK);
+        pool_t *pool = victim_pool(step == RESIZE ? "cancel_resize" : "cancel_evict", &v, NULL);
+        run_cancelled(&v);
         expect_whole(pool);
     }
 }

@@ -126,6 +126,15 @@ static void oom_config(pool_config_t *cfg, const char *app)
     cfg->on_log = quiet_log;
 }
 
+/* One checkout that runs a query. */
+static void serve_one(pool_t *pool)
+{
+    PGconn *c = pool_getconn_timeout(pool, 10000);
+    assert_non_null(c);
+    assert_int_equal(test_query_int(c, "SELECT 1"), 1);
+    pool_putconn(pool, c);
+}
+
 /* Live allocations once everything a first use caches (libpq, NSS, stdio)
    is in place: a whole cycle first, then the count. */
 static long settled_baseline(const char *app)
@@ -133,12 +142,18 @@ static long settled_baseline(const char *app)
     pool_config_t cfg;
     oom_config(&cfg, app);
     pool_t *pool = test_pool_create(&cfg);
-    PGconn *c = pool_getconn(pool);
-    assert_non_null(c);
-    assert_int_equal(test_query_int(c, "SELECT 1"), 1);
-    pool_putconn(pool, c);
+    serve_one(pool);
     pool_destroy(pool);
     return atomic_load(&live);
+}
+
+/* Once allocations succeed again the pool serves, and destroying it gives
+   back every allocation made since baseline. */
+static void expect_whole_then_destroy(pool_t *pool, long baseline)
+{
+    serve_one(pool);
+    pool_destroy(pool);
+    assert_int_equal(atomic_load(&live), baseline);
 }
 
 /* A failure reported, and truthfully. */
@@ -208,13 +223,7 @@ static void test_borrowing_and_returning_survive_every_allocation_failure(void *
     }
     print_message("pool_getconn + pool_putconn with ping and reset: %ld allocation points swept\n",
                   n - 1);
-    /* Works again once allocations succeed. */
-    PGconn *c = pool_getconn_timeout(pool, 10000);
-    assert_non_null(c);
-    assert_int_equal(test_query_int(c, "SELECT 1"), 1);
-    pool_putconn(pool, c);
-    pool_destroy(pool);
-    assert_int_equal(atomic_load(&live), baseline);
+    expect_whole_then_destroy(pool, baseline);
 }
 
 static void test_stats_and_formatting_survive_every_allocation_failure(void **state)
@@ -327,13 +336,7 @@ static void test_a_storm_of_failures_under_threads_leaves_the_pool_whole(void **
     assert_int_equal(st.in_use, 0);
     assert_int_equal(st.total, st.idle + st.in_use);
     assert_true(st.total <= cfg.max_size);
-    /* Whole again once allocations succeed. */
-    PGconn *c = pool_getconn_timeout(pool, 10000);
-    assert_non_null(c);
-    assert_int_equal(test_query_int(c, "SELECT 1"), 1);
-    pool_putconn(pool, c);
-    pool_destroy(pool);
-    assert_int_equal(atomic_load(&live), baseline);
+    expect_whole_then_destroy(pool, baseline);
     atomic_store(&release, true);
     for (int i = 0; i < 6; i++)
         pthread_join(t[i], NULL);
