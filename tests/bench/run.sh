@@ -22,7 +22,12 @@ cmake --build "$build" -j 2 --target bench >/dev/null
 
 dir=$(mktemp -d /tmp/pgpool-bench.XXXXXX)
 chmod 755 "$dir" # the postgres user runs the server and PgBouncer in here
-pgport=54350 bport=54351
+# Ports below Linux's ephemeral range (32768-60999), where a client socket
+# of another run could hold a fixed one; a few tries, in case one is taken.
+pick_ports() {
+    pgport=$((20000 + $(od -An -N2 -tu2 /dev/urandom) % 10000)) bport=$((pgport + 1))
+}
+pick_ports
 cleanup() {
     [ -f "$dir/pgbouncer.pid" ] && kill "$(cat "$dir/pgbouncer.pid")" 2>/dev/null || true
     "$top/tests/pg_harness.sh" "$dir/pg" $pgport destroy
@@ -30,7 +35,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-"$top/tests/pg_harness.sh" "$dir/pg" $pgport tcp-start
+tries=0
+until "$top/tests/pg_harness.sh" "$dir/pg" $pgport tcp-start 2>"$dir/start.err"; do
+    tries=$((tries + 1))
+    [ $tries -lt 5 ] || { cat "$dir/start.err" >&2; exit 1; }
+    pick_ports
+done
 
 bouncer_args=
 if command -v pgbouncer >/dev/null; then
