@@ -54,10 +54,11 @@ static int wait_socket(PGconn *pg, short events, int64_t deadline_us, const atom
     }
 }
 
-static PGconn *open_failed(PGconn *pg, const pool_t *pool, char *reason, size_t len,
+static PGconn *open_failed(PGconn *pg, pool_t *pool, int slot, char *reason, size_t len,
                            const char *why)
 {
     pool__copy_libpq_message(pool, reason, len, why ? why : PQerrorMessage(pg));
+    pool__inflight_set(pool, slot, NULL);
     if (pg)
         pool__conn_close(pg);
     return NULL;
@@ -65,22 +66,25 @@ static PGconn *open_failed(PGconn *pg, const pool_t *pool, char *reason, size_t 
 
 /* Opens one connection (to one host: hosts.c picks it) with
    PQconnectStartParams/PQconnectPoll, bounded by connect_timeout_ms, then
-   runs on_connect.  NULL with libpq's reason, scrubbed, in reason. */
-PGconn *pool__conn_open_params(pool_t *pool, const char *const *keywords, const char *const *values,
-                         char *reason, size_t len)
+   runs on_connect.  The PGconn is published in inflight slot `slot` (-1:
+   none) from its first step until the caller releases the slot.  NULL with
+   libpq's reason, scrubbed, in reason. */
+PGconn *pool__conn_open_params(pool_t *pool, int slot, const char *const *keywords,
+                               const char *const *values, char *reason, size_t len)
 {
     int64_t deadline = pool__clock_now_us() + (int64_t)pool->cfg.connect_timeout_ms * 1000;
 
     PGconn *pg = PQconnectStartParams(keywords, values, 0);
     if (!pg)
-        return open_failed(NULL, pool, reason, len, "out of memory");
+        return open_failed(NULL, pool, slot, reason, len, "out of memory");
+    pool__inflight_set(pool, slot, pg);
     if (PQstatus(pg) == CONNECTION_BAD)
-        return open_failed(pg, pool, reason, len, NULL);
+        return open_failed(pg, pool, slot, reason, len, NULL);
 
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK) {
         if (st == PGRES_POLLING_FAILED)
-            return open_failed(pg, pool, reason, len, NULL);
+            return open_failed(pg, pool, slot, reason, len, NULL);
         int r = wait_socket(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline,
                             &pool->stopping);
         if (r == 0) {
@@ -88,19 +92,23 @@ PGconn *pool__conn_open_params(pool_t *pool, const char *const *keywords, const 
             snprintf(why, sizeof why, atomic_load(&pool->stopping) ? "pool is closing"
                                                                    : "timeout expired after %d ms",
                      pool->cfg.connect_timeout_ms);
-            return open_failed(pg, pool, reason, len, why);
+            return open_failed(pg, pool, slot, reason, len, why);
         }
         if (r < 0)
-            return open_failed(pg, pool, reason, len, "socket error while connecting");
-        st = PQconnectPoll(pg);
+            return open_failed(pg, pool, slot, reason, len, "socket error while connecting");
+        st = pool__inflight_poll(pool, slot, pg);
     }
 
     PQsetNoticeProcessor(pg, notice_to_log, pool);
     if (pool->cfg.on_connect) {
-        if (pool->cfg.on_connect(pg, pool->cfg.arg) != 0)
-            return open_failed(pg, pool, reason, len, "on_connect rejected the connection");
-        if (pool__conn_check_nowait(pg, false) != CONN_ALIVE)
-            return open_failed(pg, pool, reason, len,
+        pool__inflight_in_hook(pool, slot, true);
+        bool rejected = pool->cfg.on_connect(pg, pool->cfg.arg) != 0;
+        bool broken = !rejected && pool__conn_check_nowait(pg, false) != CONN_ALIVE;
+        pool__inflight_in_hook(pool, slot, false);
+        if (rejected)
+            return open_failed(pg, pool, slot, reason, len, "on_connect rejected the connection");
+        if (broken)
+            return open_failed(pg, pool, slot, reason, len,
                                "on_connect left the connection broken, busy or inside a transaction");
     }
     return pg;

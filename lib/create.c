@@ -29,6 +29,7 @@ static void pool_free(pool_t *pool)
     pthread_cond_destroy(&pool->drain_cond);
     pthread_condattr_destroy(&pool->cond_attr);
     pthread_mutex_destroy(&pool->lock);
+    pthread_mutex_destroy(&pool->inflight_lock);
     pool__conn_map_free(&pool->map);
     pool__hosts_free(&pool->hosts);
     free(pool->host_state);
@@ -55,6 +56,7 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
     pool->cfg.conninfo = pool->conninfo;
     pool->cfg.reset_query = pool->reset_query;
     pthread_mutex_init(&pool->lock, NULL);
+    pthread_mutex_init(&pool->inflight_lock, NULL);
     pthread_condattr_init(&pool->cond_attr);
     pthread_condattr_setclock(&pool->cond_attr, CLOCK_MONOTONIC);
     pthread_cond_init(&pool->work_cond, &pool->cond_attr);

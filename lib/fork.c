@@ -6,8 +6,9 @@
  * child never inherits a lock held by a thread that does not exist there, and
  * bump a generation number in the child.  The first call on a pool in the
  * child sees the new generation and starts over: inherited idle connections
- * are dropped without a byte sent (the parent's sessions live on), borrowed
- * ones are dropped when returned, and new threads are started.
+ * and the parent's connects in progress (inflight.c) are dropped without a
+ * byte sent (the parent's sessions live on), borrowed ones are dropped when
+ * returned, and new threads are started.
  */
 #include "pool_internal.h"
 
@@ -21,23 +22,30 @@ static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
 static void before_fork(void)
 {
     pthread_mutex_lock(&registry_lock);
-    for (pool_t *p = registry_head; p; p = p->registry_next)
+    for (pool_t *p = registry_head; p; p = p->registry_next) {
         pthread_mutex_lock(&p->lock);
+        pthread_mutex_lock(&p->inflight_lock); /* no connect is inside a libpq step */
+    }
+}
+
+static void unlock_all(void)
+{
+    for (pool_t *p = registry_head; p; p = p->registry_next) {
+        pthread_mutex_unlock(&p->inflight_lock);
+        pthread_mutex_unlock(&p->lock);
+    }
+    pthread_mutex_unlock(&registry_lock);
 }
 
 static void after_fork_parent(void)
 {
-    for (pool_t *p = registry_head; p; p = p->registry_next)
-        pthread_mutex_unlock(&p->lock);
-    pthread_mutex_unlock(&registry_lock);
+    unlock_all();
 }
 
 static void after_fork_child(void)
 {
     pool__fork_generation_now++;
-    for (pool_t *p = registry_head; p; p = p->registry_next)
-        pthread_mutex_unlock(&p->lock);
-    pthread_mutex_unlock(&registry_lock);
+    unlock_all();
 }
 
 static void install_handlers(void)
@@ -82,6 +90,9 @@ static void fork_reset_locked(pool_t *pool)
         pool__release_slot_locked(pool, c);
         i--; /* the removal may have shifted a later entry into slot i (wraps to 0) */
     }
+    PGconn *inflight[POOL_INFLIGHT_SLOTS]; /* the parent's connects in progress */
+    for (int i = 0, n = pool__inflight_take_inherited(pool, inflight); i < n; i++)
+        pool__conn_drop_silently(inflight[i]);
     pool->idle_head = pool->idle_tail = NULL;
     atomic_store(&pool->maybe_parked, false);
     pool->waiters.head = pool->waiters.tail = NULL;

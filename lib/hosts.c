@@ -281,30 +281,32 @@ const char *pool__hosts_name(const pool_hosts_t *h, int j)
    connect at once: the arrays are each call's own, and what is learnt of
    each host (record_attempt) is written under pool->lock. */
 typedef struct attempt {
+    void *block; /* kw, val and order, one allocation, published in the inflight slot */
     const char **kw, **val;
     int *order; /* the hosts in the order this round tries them */
     int k;
 } attempt_t;
 
-static void attempt_free(attempt_t *a)
+static void attempt_free(pool_t *pool, int slot, attempt_t *a)
 {
-    free(a->kw);
-    free(a->val);
-    free(a->order);
+    pool__inflight_set_scratch(pool, slot, NULL);
+    free(a->block);
 }
 
-static bool attempt_init(const pool_hosts_t *h, attempt_t *a)
+static bool attempt_init(pool_t *pool, int slot, attempt_t *a)
 {
+    const pool_hosts_t *h = &pool->hosts;
     size_t nopts = 0;
     for (const PQconninfoOption *o = h->opts; o->keyword; o++)
         nopts++;
-    a->kw = malloc((nopts + 5) * sizeof *a->kw);
-    a->val = malloc((nopts + 5) * sizeof *a->val);
-    a->order = malloc((size_t)h->n * sizeof *a->order);
-    if (!a->kw || !a->val || !a->order) {
-        attempt_free(a);
+    size_t strings = (nopts + 5) * sizeof(const char *);
+    a->block = malloc(2 * strings + (size_t)h->n * sizeof *a->order);
+    if (!a->block)
         return false;
-    }
+    pool__inflight_set_scratch(pool, slot, a->block); /* a forked child frees it */
+    a->kw = a->block;
+    a->val = (const char **)((char *)a->block + strings);
+    a->order = (int *)(void *)((char *)a->block + 2 * strings);
     int k = 0;
     for (const PQconninfoOption *o = h->opts; o->keyword; o++)
         if (o->val && !per_host(o->keyword)) {
@@ -332,11 +334,11 @@ static void append_reason(const pool_hosts_t *h, int j, int pass, const char *re
 
 /* One attempt per host (two passes for prefer-standby), failed hosts last.
    Lock NOT held: it takes the lock briefly to record each host's outcome. */
-PGconn *pool__hosts_connect(pool_t *pool, int *host, char *err, size_t errlen)
+PGconn *pool__hosts_connect(pool_t *pool, int slot, int *host, char *err, size_t errlen)
 {
     const pool_hosts_t *h = &pool->hosts;
     attempt_t a;
-    if (!attempt_init(h, &a)) {
+    if (!attempt_init(pool, slot, &a)) {
         snprintf(err, errlen, "could not open connection: out of memory");
         return NULL;
     }
@@ -350,7 +352,7 @@ PGconn *pool__hosts_connect(pool_t *pool, int *host, char *err, size_t errlen)
             int j = a.order[i];
             a.val[a.k] = h->host[j], a.val[a.k + 1] = h->hostaddr[j], a.val[a.k + 2] = h->port[j];
             a.val[a.k + 3] = pass_target(h, pass);
-            pg = pool__conn_open_params(pool, a.kw, a.val, reason, sizeof reason);
+            pg = pool__conn_open_params(pool, slot, a.kw, a.val, reason, sizeof reason);
             /* prefer-standby's first pass turning a primary away is no fault. */
             if (pg || last_pass)
                 record_attempt(pool, j, pg != NULL);
@@ -362,6 +364,6 @@ PGconn *pool__hosts_connect(pool_t *pool, int *host, char *err, size_t errlen)
                 append_reason(h, j, pass, reason, err, errlen, &used);
         }
     }
-    attempt_free(&a);
+    attempt_free(pool, slot, &a);
     return pg;
 }

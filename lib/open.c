@@ -19,7 +19,10 @@ pool_err_t pool__open_connect(pool_t *pool, pool_opening_t *o, char *err, size_t
 {
     o->spare = NULL;
     o->started_us = pool__clock_now_us();
-    o->pg = pool__hosts_connect(pool, &o->host, err, errlen);
+    o->slot = pool__inflight_claim(pool);
+    o->pg = pool__hosts_connect(pool, o->slot, &o->host, err, errlen);
+    if (!o->pg)
+        pool__inflight_release(pool, o->slot);
     if (!o->pg && pool__says_out_of_memory(err)) { /* ours or libpq's */
         if (!strstr(err, "out of memory")) { /* say it in the same words every time */
             char why[POOL_MSG_LEN];
@@ -34,6 +37,7 @@ pool_err_t pool__open_connect(pool_t *pool, pool_opening_t *o, char *err, size_t
        freed by pool__open_done. */
     o->spare = malloc(sizeof *o->spare);
     if (!o->spare) {
+        pool__inflight_release(pool, o->slot);
         pool__conn_close(o->pg);
         o->pg = NULL;
         snprintf(err, errlen, "could not open connection: out of memory");
@@ -67,6 +71,7 @@ void pool__open_adopt_locked(pool_t *pool, pool_opening_t *o, unsigned epoch, po
 {
     int64_t now = pool__clock_now_us();
     pool_conn_t *c = track_locked(pool, o, epoch, now);
+    pool__inflight_release(pool, o->slot); /* found in the map from now on */
     pool->nopen++;
     pool->stats.connects++;
     pool->host_state[o->host].connects++;

@@ -8,13 +8,15 @@
  *
  * Layers.  CMakeLists.txt lists the files of lib/ lowest first; a file calls only
  * files before it (tests/check_layers.sh): helpers (version, clock, error,
- * conn_map, waitq, wake, config, settings, format), one connection (conn.c,
- * hosts.c), the core under the lock (pool.c), then closing (close.c), opening
+ * conn_map, waitq, wake, config, settings, format), one connection
+ * (inflight.c, conn.c, hosts.c), the core under the lock (pool.c), then closing (close.c), opening
  * (open.c), the background threads (workers.c, maint.c, threads.c), fork.c,
  * the lock-free path (fast.c), and the public calls (stats.c, control.c,
  * getconn.c, putconn.c, create.c, abi.c).
  *
- * Lock rules.  A function named *_locked is called with pool->lock held and
+ * Lock rules.  pool->lock is taken before pool->inflight_lock, never after
+ * it (inflight.c: held only around one libpq step of a connect and across
+ * fork()).  A function named *_locked is called with pool->lock held and
  * returns with it held; one that releases it partway (to wait, or around
  * I/O) says so in its first comment.  No I/O and nothing that can block runs
  * under the lock: the socket poll of the zero-round-trip check, round trips,
@@ -55,6 +57,7 @@
 #define POOL_MAGIC_DEAD 0xdeadb00fu
 #define POOL_MSG_LEN POOL_ERRMSG_SIZE
 #define POOL_CONNECT_WORKERS 2      /* bound on connection attempts in flight */
+#define POOL_INFLIGHT_SLOTS (POOL_CONNECT_WORKERS + 1) /* and pool_create's own */
 #define POOL_BACKOFF_MIN_US 10000   /* first retry after a failed connect */
 #define POOL_BACKOFF_MAX_US 1000000 /* retries never wait longer than this */
 #define POOL_HOST_DOWN_MIN_US 1000000  /* a host that failed an attempt goes last this long, */
@@ -231,6 +234,14 @@ typedef struct pool_waitq {
     int len;
 } pool_waitq_t;
 
+/* A connection attempt in flight, published for a forked child (inflight.c). */
+typedef struct pool_inflight {
+    PGconn *pg;      /* the attempt's PGconn, between libpq's steps; NULL before and after */
+    void *scratch;   /* memory the attempt allocated (hosts.c), or NULL */
+    bool claimed;    /* an attempt holds this slot */
+    bool in_hook;    /* on_connect runs on pg: a child must not touch it */
+} pool_inflight_t;
+
 struct pool {
     unsigned magic;                  /* POOL_MAGIC while alive; written only by create/destroy */
     pool_config_t cfg;               /* immutable after create (strings owned), but for
@@ -295,6 +306,9 @@ struct pool {
     bool threads_started;            /* guarded by lock */
 
     pool_stats_t stats;              /* counters; gauges are filled in at snapshot; guarded by lock */
+    pthread_mutex_t inflight_lock;   /* guards inflight[]; held around each libpq step of a
+                                        connect and across fork() (taken after lock) */
+    pool_inflight_t inflight[POOL_INFLIGHT_SLOTS]; /* guarded by inflight_lock */
     struct pool *registry_next;      /* guarded by the registry lock (fork.c) */
 };
 
@@ -314,6 +328,15 @@ bool pool__password_of(const char *conninfo, char **pw);
 bool pool__says_out_of_memory(const char *msg);
 bool pool__parse_out_of_memory(const char *err);
 pool_err_t pool__copy_scrubbed(const char *conninfo, char *dst, size_t len, const char *msg);
+
+/* inflight.c: connects in flight, for a forked child to drop */
+int pool__inflight_claim(pool_t *pool);
+void pool__inflight_set(pool_t *pool, int slot, PGconn *pg);
+PostgresPollingStatusType pool__inflight_poll(pool_t *pool, int slot, PGconn *pg);
+void pool__inflight_set_scratch(pool_t *pool, int slot, void *scratch);
+void pool__inflight_in_hook(pool_t *pool, int slot, bool in_hook);
+void pool__inflight_release(pool_t *pool, int slot);
+int pool__inflight_take_inherited(pool_t *pool, PGconn **out);
 
 /* wake.c: parking and waking waiters, on a word that holds one of these */
 enum { WAKE_WAITING = 0, WAKE_ASLEEP = 2, WAKE_WOKEN = 1 };
@@ -372,8 +395,8 @@ int pool__settings_from_conninfo(const pool_config_t *cfg, pool_settings_t *out,
 void pool__settings_free(pool_settings_t *s);
 
 /* conn.c: one connection, held by the caller; never under the lock */
-PGconn *pool__conn_open_params(pool_t *pool, const char *const *keywords, const char *const *values,
-                         char *reason, size_t len);
+PGconn *pool__conn_open_params(pool_t *pool, int slot, const char *const *keywords,
+                               const char *const *values, char *reason, size_t len);
 typedef enum conn_health {
     CONN_DEAD,        /* closed, broken, busy or inside a transaction */
     CONN_ALIVE,       /* nothing suggests otherwise */
@@ -393,7 +416,7 @@ bool pool__session_identity_changed(const pool_conn_t *c);
 /* hosts.c: one attempt per host of the conninfo, bounded each */
 int pool__hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *err, size_t errlen);
 void pool__hosts_free(pool_hosts_t *h);
-PGconn *pool__hosts_connect(pool_t *pool, int *host, char *err, size_t errlen);
+PGconn *pool__hosts_connect(pool_t *pool, int slot, int *host, char *err, size_t errlen);
 bool pool__hosts_role_ok(const pool_hosts_t *h, PGconn *pg);
 const char *pool__hosts_name(const pool_hosts_t *h, int j); /* host, else hostaddr; "" = default */
 bool pool__hosts_expect_writes(const pool_hosts_t *h);
@@ -446,6 +469,7 @@ void pool__close_finish(pool_t *pool, pool_closing_t *out);
 typedef struct pool_opening {
     PGconn *pg;
     pool_conn_t *spare;              /* allocated off the lock, in case no slot is free */
+    int slot;                        /* its inflight slot (inflight.c) until adopted */
     int host;
     int64_t started_us;
 } pool_opening_t;

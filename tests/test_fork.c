@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_fork.c - a child that uses an inherited pool gets fresh connections,
- * and the parent's sessions are untouched by anything the child does.
+ * and the parent's sessions are untouched by anything the child does.  What
+ * the parent was doing at the fork (connects in progress, other threads
+ * borrowing) leaves the child nothing open and nothing lost (CI runs this
+ * under valgrind, whose leak check covers the children too).
  */
 #include "harness.h"
 
@@ -9,6 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdatomic.h>
+#include <dirent.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -173,6 +180,12 @@ static int child_quick_use(void *p)
     return 0;
 }
 
+static bool pool_has_two_open(void *pool)
+{
+    pool_stats_t st;
+    return pool_get_stats(pool, &st) == POOL_OK && st.total == 2;
+}
+
 static void test_fork_while_other_threads_use_the_pool(void **state)
 {
     skip_if_sanitized();
@@ -181,6 +194,8 @@ static void test_fork_while_other_threads_use_the_pool(void **state)
     pthread_t t[2];
     for (int i = 0; i < 2; i++)
         pthread_create(&t[i], NULL, keep_busy, &b);
+    /* Grown to 2 first: a fork during a connect is the next test's. */
+    assert_true(test_wait_for(pool_has_two_open, pool, 10000));
     fork_arg_t a = {.pool = pool};
     for (int i = 0; i < 5; i++)
         assert_int_equal(run_child(child_quick_use, &a), 0);
@@ -193,6 +208,81 @@ static void test_fork_while_other_threads_use_the_pool(void **state)
     pool_destroy(pool);
 }
 
+static int count_sockets(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; d && (e = readdir(d));) {
+        struct stat st;
+        if (e->d_name[0] != '.' && fstat(atoi(e->d_name), &st) == 0 && S_ISSOCK(st.st_mode))
+            n++;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* The child's first call on the pool drops the parent's attempt: its socket
+   is closed (so the child holds none), and under valgrind nothing is lost. */
+static int child_finds_connect_in_progress(void *p)
+{
+    fork_arg_t *a = p;
+    int before = count_sockets();
+    pool_stats_t st;
+    if (pool_get_stats(a->pool, &st) != POOL_OK || st.connecting != 0)
+        return 1;
+    int after = count_sockets();
+    if (after != before - 1) {
+        fprintf(stderr, "child: %d sockets before its first call, %d after\n", before, after);
+        return 2;
+    }
+    pool_destroy(a->pool);
+    return 0;
+}
+
+static void test_child_drops_the_parents_connect_in_progress(void **state)
+{
+    skip_if_sanitized();
+    /* A server that accepts and never answers: the worker's attempt waits
+       between two of libpq's steps, as every connect does most of its time. */
+    char dir[] = "/tmp/pgpool-silent.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/.s.PGSQL.5999", dir);
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(l, 8), 0);
+
+    char conninfo[256];
+    snprintf(conninfo, sizeof conninfo, "host=%s port=5999 dbname=x user=x", dir);
+    pool_config_t cfg;
+    pool_config_init(&cfg);
+    cfg.conninfo = conninfo;
+    cfg.min_size = 0;
+    cfg.max_size = 1;
+    cfg.connect_timeout_ms = 60000;
+    pool_t *pool = test_pool_create(&cfg);
+    assert_null(pool_getconn_timeout(pool, 0)); /* asks a worker for one */
+    assert_true(test_wait_readable(l, 10000));
+    int s = accept(l, NULL, NULL);
+    assert_true(s >= 0);
+    assert_true(test_wait_readable(s, 10000)); /* the startup packet */
+    /* libpq returns from PQconnectStartParams just after sending it; the
+       attempt publishes its PGconn then (inflight.c). */
+    test_sleep_ms(200);
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.connecting, 1);
+
+    fork_arg_t a = {.pool = pool};
+    assert_int_equal(run_child(child_finds_connect_in_progress, &a), 0);
+    pool_destroy(pool); /* stops the attempt */
+    close(s);
+    close(l);
+    unlink(sa.sun_path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -200,6 +290,7 @@ int main(void)
         cmocka_unit_test(test_child_returning_a_connection_borrowed_before_fork_leaves_it_alone),
         cmocka_unit_test(test_child_destroying_the_pool_leaves_parent_sessions_alone),
         cmocka_unit_test(test_fork_while_other_threads_use_the_pool),
+        cmocka_unit_test(test_child_drops_the_parents_connect_in_progress),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
