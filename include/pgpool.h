@@ -299,6 +299,58 @@ POOL_EXTERN int pool_putconn(pool_t *pool, PGconn *conn);
 POOL_EXTERN int pool_discard(pool_t *pool, PGconn *conn);
 
 /* ------------------------------------------------------------------------ */
+/* Event loops                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* For a program whose thread must never block (an epoll loop, libuv,
+   libevent): ask for a connection, watch pool_fd with the loop, and call
+   pool_dispatch when it is readable; the request's callback then runs with
+   the connection.  Requests stand in the same first-come-first-served line
+   as pool_getconn's callers (and count in `waiting` and `wait_hist`).  A pool
+   thread validates the connection (the zero-round-trip check, a due ping,
+   on_checkout) and fires the deadlines: the loop keeps no timer and does no
+   I/O for the pool.  See "Event loops" in README.md and examples/. */
+typedef struct pool_request pool_request_t; /* opaque */
+
+/* conn: a validated connection, the caller's as if pool_getconn had
+   returned it, and err POOL_OK; or NULL and POOL_ETIMEDOUT (the deadline,
+   from the pool_getconn_async call), POOL_ECONNECT or POOL_ECLOSED, with
+   pool_errmsg() saying why. */
+typedef void (*pool_acquire_cb)(pool_t *pool, PGconn *conn, pool_err_t err, void *arg);
+
+/* Asks for a connection without blocking and without I/O on this thread.
+   timeout_ms means what pool_getconn_timeout's does.  cb(pool, conn, err,
+   arg) runs exactly once unless the request is cancelled, only inside
+   pool_dispatch (never inside this call or pool_putconn).  Returns the
+   request, valid until its callback returns or pool_cancel returns 0; or
+   NULL with pool_errcode() POOL_EINVAL (NULL pool or cb), POOL_EBUSY
+   (max_waiting reached), POOL_ECLOSED or POOL_ENOMEM.  Thread-safe. */
+POOL_EXTERN pool_request_t *pool_getconn_async(pool_t *pool, int timeout_ms, pool_acquire_cb cb,
+                                               void *arg);
+
+/* Cancels a request whose callback has not run: the callback never runs, a
+   connection already set aside for it goes to the next in line, and 0 is
+   returned.  -1 and POOL_EINVAL when its callback has run or runs now, or it
+   was cancelled already.  Thread-safe; never blocks on the network. */
+POOL_EXTERN int pool_cancel(pool_t *pool, pool_request_t *req);
+
+/* The pool's descriptor (an eventfd, close-on-exec), readable while at least
+   one callback is ready: watch it level-triggered for reading.  The same
+   descriptor for the pool's life; never close it.  -1 with POOL_EINVAL for a
+   pool that is not live, or POOL_ENOMEM when no descriptor can be had.
+   Thread-safe. */
+POOL_EXTERN int pool_fd(pool_t *pool);
+
+/* Runs up to max ready callbacks (max <= 0: every one ready now), in the
+   order their requests were completed, one at a time even when several
+   threads dispatch, and returns how many ran; -1 with POOL_EINVAL for a pool
+   that is not live or a call from inside one of its callbacks.  A callback
+   may call the pool (pool_getconn_async, pool_putconn...), not pool_destroy.
+   pool_destroy completes every request still pending with POOL_ECLOSED and
+   runs those callbacks itself, on its own thread, before it returns. */
+POOL_EXTERN int pool_dispatch(pool_t *pool, int max);
+
+/* ------------------------------------------------------------------------ */
 /* Runtime control                                                          */
 /* ------------------------------------------------------------------------ */
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void fail_create(char *errbuf, size_t errlen, pool_err_t code, const char *msg)
 {
@@ -30,6 +31,12 @@ static void pool_free(pool_t *pool)
     pthread_condattr_destroy(&pool->cond_attr);
     pthread_mutex_destroy(&pool->lock);
     pthread_mutex_destroy(&pool->inflight_lock);
+    pthread_mutex_destroy(&pool->dispatch_lock);
+    pthread_cond_destroy(&pool->service_cond);
+    if (pool->event_fd >= 0)
+        close(pool->event_fd);
+    free(pool->deadlines.a);
+    pool__async_free(pool);
     pool__conn_map_free(&pool->map);
     pool__hosts_free(&pool->hosts);
     free(pool->host_state);
@@ -57,11 +64,14 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
     pool->cfg.reset_query = pool->reset_query;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_mutex_init(&pool->inflight_lock, NULL);
+    pthread_mutex_init(&pool->dispatch_lock, NULL);
     pthread_condattr_init(&pool->cond_attr);
     pthread_condattr_setclock(&pool->cond_attr, CLOCK_MONOTONIC);
     pthread_cond_init(&pool->work_cond, &pool->cond_attr);
     pthread_cond_init(&pool->maint_cond, &pool->cond_attr);
     pthread_cond_init(&pool->drain_cond, &pool->cond_attr);
+    pthread_cond_init(&pool->service_cond, &pool->cond_attr);
+    pool->event_fd = -1;
     atomic_init(&pool->stopping, false);
     static _Atomic uint64_t last_id;
     pool->id = atomic_fetch_add(&last_id, 1) + 1;
@@ -217,6 +227,7 @@ static bool close_and_drain(pool_t *pool)
     pool->closed = true;
     atomic_store(&pool->stopping, true);
     atomic_store(&pool->fast_ok, false);
+    pool__async_close_locked(pool); /* the async requests leave the line */
     for (pool_waiter_t *w = pool->waiters.head; w; w = w->next)
         pool__wake_after_unlock(&w->woken);
     pthread_cond_broadcast(&pool->work_cond);
@@ -260,6 +271,7 @@ void pool_destroy(pool_t *pool)
     int cancel = pool__cancel_off();
     pool__fork_unregister(pool);
     pool__join_threads(pool, close_and_drain(pool));
+    pool__async_finish(pool); /* the callbacks still pending run here */
     close_everything(pool);
     pool_free(pool);
     pool__cancel_restore(cancel);

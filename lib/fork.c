@@ -93,6 +93,7 @@ static void fork_reset_locked(pool_t *pool)
     PGconn *inflight[POOL_INFLIGHT_SLOTS]; /* the parent's connects in progress */
     for (int i = 0, n = pool__inflight_take_inherited(pool, inflight); i < n; i++)
         pool__conn_drop_silently(inflight[i]);
+    pool__service_forget_locked(pool); /* before the line is emptied */
     pool->idle_head = pool->idle_tail = NULL;
     atomic_store(&pool->maybe_parked, false);
     pool->waiters.head = pool->waiters.tail = NULL;

@@ -14,6 +14,7 @@
  */
 #include "pool_internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* ---- idle list ---------------------------------------------------------- */
@@ -185,13 +186,55 @@ void pool__wake_workers_locked(pool_t *pool)
 
 /* ---- making a connection available -------------------------------------- */
 
-/* The wake-up itself happens after the lock is released (pool_unlock). */
-static void hand_to_waiter_locked(pool_conn_t *c, pool_waiter_t *w, int64_t now_us)
+/* A blocking caller is woken after the lock is released (pool_unlock); an
+   async request goes to the service thread, which validates c for it. */
+static void hand_to_waiter_locked(pool_t *pool, pool_conn_t *c, pool_waiter_t *w, int64_t now_us)
 {
     c->state = CONN_CHECKING;
     c->idle_since_us = now_us;
     w->conn = c;
+    if (w->req)
+        pool__request_handed_locked(pool, w->req);
+    else
+        pool__wake_after_unlock(&w->woken);
+}
+
+/* w, out of line, fails with err: msg says why (NULL: pool->last_error). */
+void pool__waiter_fail_locked(pool_t *pool, pool_waiter_t *w, pool_err_t err, const char *msg)
+{
+    if (w->req) {
+        pool__request_ready_locked(pool, w->req, err, msg ? msg : pool->last_error);
+        return;
+    }
+    w->err = err;
     pool__wake_after_unlock(&w->woken);
+}
+
+/* One acquire's outcome in the statistics, blocking or not. */
+void pool__count_acquire_locked(pool_t *pool, pool_err_t rc, int64_t waited_us)
+{
+    uint64_t waited = waited_us > 0 ? (uint64_t)waited_us : 0;
+    pool->stats.wait_us_total += waited;
+    pool__hist_record(&pool->stats.wait_hist, waited);
+    if (waited > pool->stats.wait_us_max)
+        pool->stats.wait_us_max = waited;
+    if (rc == POOL_OK)
+        pool->stats.acquired++;
+    else if (rc == POOL_ETIMEDOUT)
+        pool->stats.acquire_timeouts++;
+    else
+        pool->stats.acquire_errors++;
+}
+
+/* Why a caller timed out, in buf. */
+void pool__timeout_message_locked(const pool_t *pool, int timeout_ms, char *buf, size_t len)
+{
+    bool failing = pool->connect_failing;
+    snprintf(buf, len,
+             "timed out after %d ms waiting for a connection (%d open, %d in use, %d waiting%s)%s%.380s",
+             timeout_ms, pool->nopen, pool->nopen - pool->nidle, pool->waiters.len,
+             pool->paused ? ", pool paused" : "", failing ? "; last connection error: " : "",
+             failing ? pool->last_error : "");
 }
 
 /* c (open, validated or new, not on any list) goes to the longest waiter, else
@@ -211,7 +254,7 @@ void pool__make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us, p
     }
     pool_waiter_t *w = pool->paused ? NULL : pool__waitq_pop_front(&pool->waiters);
     if (w)
-        hand_to_waiter_locked(c, w, now_us);
+        hand_to_waiter_locked(pool, c, w, now_us);
     else if (pool->nopen > pool->cfg.max_size)
         pool__detach_locked(pool, c, CLOSE_EXCESS, out);
     else
@@ -229,7 +272,7 @@ void pool__serve_waiters_locked(pool_t *pool)
     while (pool->idle_head && pool->waiters.head) {
         pool_conn_t *c = pool->idle_head;
         pool__idle_remove_locked(pool, c);
-        hand_to_waiter_locked(c, pool__waitq_pop_front(&pool->waiters), now);
+        hand_to_waiter_locked(pool, c, pool__waitq_pop_front(&pool->waiters), now);
     }
 }
 

@@ -192,7 +192,8 @@ static inline void pool__closing_init(pool_closing_t *c)
     c->more_evicted = false;
 }
 
-/* A caller blocked in pool_getconn; lives on that caller's stack. */
+/* A caller blocked in pool_getconn, on that caller's stack; or the place in
+   line of a pool_getconn_async request (req set), inside the request. */
 typedef struct pool_waiter {
     _Atomic uint32_t woken;          /* WAKE_WOKEN once handed a connection, failed or told
                                         the pool closed (set under pool->lock, read without
@@ -201,7 +202,53 @@ typedef struct pool_waiter {
     pool_err_t err;                  /* set when woken to fail; guarded by pool->lock */
     struct pool_waiter *prev, *next; /* queue links; guarded by pool->lock */
     bool queued;                     /* guarded by pool->lock */
+    struct pool_request *req;        /* the async request this is the place of, or NULL
+                                        for a blocking caller; immutable */
 } pool_waiter_t;
+
+/* Where a pool_getconn_async request is (requests.c).  Every transition
+   happens under pool->lock, so a cancel and a hand-over cannot both win. */
+typedef enum request_state {
+    REQ_WAITING,    /* in line (pool->waiters), and in the deadline heap unless untimed */
+    REQ_CHECKING,   /* handed a connection, queued for the service thread to validate */
+    REQ_VALIDATING, /* the service thread validates its connection, lock released */
+    REQ_READY,      /* done (a connection, or NULL and an error): on the ready list */
+    REQ_RUNNING,    /* pool_dispatch took it: its callback runs, then it is freed */
+    REQ_CANCELLED,  /* cancelled while VALIDATING: the service thread gives the
+                       connection back and frees it */
+    REQ_FREE,       /* on pool->req_free, for the next request: a stale handle given
+                       to pool_cancel reads this, not freed memory */
+} request_state_t;
+
+struct pool_request {
+    pool_waiter_t w;                 /* its place in line; w.conn: the connection handed */
+    request_state_t state;           /* guarded by pool->lock */
+    struct pool_request *prev, *next; /* on pool->checking, pool->ready or pool->req_free;
+                                        guarded by lock */
+    struct pool_request *all_next;   /* every request the pool allocated; guarded by lock */
+    const pool_t *pool;              /* the owner; immutable */
+    size_t heap_at;                  /* index in the deadline heap, or SIZE_MAX; lock */
+    int64_t start_us, deadline_us;   /* deadline INT64_MAX: untimed; immutable */
+    int64_t done_us;                 /* when it became READY; guarded by lock */
+    int timeout_ms;                  /* as given; immutable */
+    bool at_front;                   /* stood in line already; guarded by lock */
+    pool_acquire_cb cb;              /* immutable */
+    void *arg;                       /* immutable */
+    pool_err_t err;                  /* the outcome once READY; guarded by lock */
+    char msg[POOL_MSG_LEN];          /* its message when err != POOL_OK; guarded by lock */
+};
+
+typedef struct pool_reqlist {
+    pool_request_t *head, *tail;
+    int len;
+} pool_reqlist_t;
+
+/* Requests with a deadline, earliest on top: a binary heap of pointers. */
+typedef struct pool_reqheap {
+    pool_request_t **a;
+    size_t n, cap;
+    size_t reserved; /* live requests with a deadline: cap >= reserved, so no push fails */
+} pool_reqheap_t;
 
 /* Open-addressing map from PGconn* to its pool_conn_t, for O(1) returns. */
 typedef struct conn_map {
@@ -306,6 +353,21 @@ struct pool {
     bool threads_started;            /* guarded by lock */
 
     pool_stats_t stats;              /* counters; gauges are filled in at snapshot; guarded by lock */
+
+    /* Event loops (requests.c, service.c, async.c) */
+    pthread_t service_thread;        /* validates for requests, fires their deadlines */
+    pthread_cond_t service_cond;     /* the service thread sleeps here */
+    pool_reqheap_t deadlines;        /* waiting requests with a deadline; guarded by lock */
+    pool_reqlist_t checking;         /* REQ_CHECKING, in order; guarded by lock */
+    pool_reqlist_t ready;            /* REQ_READY, in order; guarded by lock */
+    struct close_later *close_later; /* closes left for the service thread; guarded by lock */
+    pool_request_t *req_all;         /* every request allocated, freed by pool_destroy;
+                                        guarded by lock */
+    pool_request_t *req_free;        /* REQ_FREE ones, linked by next; guarded by lock */
+    int event_fd;                    /* eventfd, readable while ready is not empty; -1
+                                        until pool_fd or pool_getconn_async; guarded by lock */
+    pthread_mutex_t dispatch_lock;   /* held by pool_dispatch while callbacks run, so
+                                        that they run one at a time, in order */
     pthread_mutex_t inflight_lock;   /* guards inflight[]; held around each libpq step of a
                                         connect and across fork() (taken after lock) */
     pool_inflight_t inflight[POOL_INFLIGHT_SLOTS]; /* guarded by inflight_lock */
@@ -337,6 +399,19 @@ void pool__inflight_set_scratch(pool_t *pool, int slot, void *scratch);
 void pool__inflight_in_hook(pool_t *pool, int slot, bool in_hook);
 void pool__inflight_release(pool_t *pool, int slot);
 int pool__inflight_take_inherited(pool_t *pool, PGconn **out);
+
+/* requests.c: pool_getconn_async's requests, under the lock */
+void pool__reqheap_push(pool_reqheap_t *h, pool_request_t *r);
+void pool__reqheap_remove(pool_reqheap_t *h, pool_request_t *r);
+pool_request_t *pool__reqheap_top(const pool_reqheap_t *h);
+void pool__reqlist_remove(pool_reqlist_t *l, pool_request_t *r);
+pool_request_t *pool__reqlist_pop(pool_reqlist_t *l);
+int pool__request_fd_locked(pool_t *pool);
+void pool__request_fd_signal_locked(pool_t *pool);
+void pool__request_fd_drain_locked(pool_t *pool);
+void pool__request_ready_locked(pool_t *pool, pool_request_t *r, pool_err_t err, const char *msg);
+void pool__request_handed_locked(pool_t *pool, pool_request_t *r);
+void pool__request_wait_locked(pool_t *pool, pool_request_t *r);
 
 /* wake.c: parking and waking waiters, on a word that holds one of these */
 enum { WAKE_WAITING = 0, WAKE_ASLEEP = 2, WAKE_WOKEN = 1 };
@@ -448,6 +523,9 @@ int pool__connect_demand_locked(const pool_t *pool);
 void pool__wake_workers_locked(pool_t *pool);
 void pool__make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us, pool_closing_t *out);
 void pool__serve_waiters_locked(pool_t *pool);
+void pool__waiter_fail_locked(pool_t *pool, pool_waiter_t *w, pool_err_t err, const char *msg);
+void pool__count_acquire_locked(pool_t *pool, pool_err_t rc, int64_t waited_us);
+void pool__timeout_message_locked(const pool_t *pool, int timeout_ms, char *buf, size_t len);
 bool pool__past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us);
 
 /* close.c: the one way to close.  _locked: detaches c into *out, counts why
@@ -476,6 +554,37 @@ typedef struct pool_opening {
 pool_err_t pool__open_connect(pool_t *pool, pool_opening_t *o, char *err, size_t errlen);
 void pool__open_adopt_locked(pool_t *pool, pool_opening_t *o, unsigned epoch, pool_closing_t *out);
 void pool__open_done(pool_opening_t *o);
+
+/* checkout.c: judging a claimed connection before it is handed out.
+   _verdict_locked: CLOSE_NONE to hand c out, else why it is closed (and
+   *what, with said, POOL_MSG_LEN bytes, for the log); releases the lock
+   around the I/O.  _ready_as_is: nothing more to do (no lock, no I/O but
+   the zero-round-trip check's poll). */
+typedef struct pool_checkout {
+    int64_t now_us;      /* the clock as last read */
+    int64_t deadline_us; /* the caller's, INT64_MAX: none */
+    bool clock_stale;    /* something took time since now_us was read */
+} pool_checkout_t;
+close_reason_t pool__checkout_verdict_locked(pool_t *pool, pool_conn_t *c, pool_checkout_t *k,
+                                             const char **what, char *said);
+bool pool__checkout_ready_as_is(pool_t *pool, pool_conn_t *c, int64_t now_us);
+
+static inline int64_t pool__deadline_of(int64_t start_us, int timeout_ms)
+{
+    return timeout_ms < 0 ? INT64_MAX : start_us + (int64_t)timeout_ms * 1000;
+}
+
+/* service.c: the thread that validates for async requests, fires their
+   deadlines and closes what the loop's calls leave behind */
+void *pool__service_main(void *arg);
+void pool__request_free_locked(pool_t *pool, pool_request_t *r);
+bool pool__close_later_locked(pool_t *pool, pool_closing_t *batch);
+void pool__service_forget_locked(pool_t *pool);
+
+/* async.c: what pool_destroy does for the event-loop requests */
+void pool__async_close_locked(pool_t *pool);
+void pool__async_finish(pool_t *pool);
+void pool__async_free(pool_t *pool);
 
 /* fast.c: borrowing and returning without the lock */
 pool_conn_t *pool__fast_take(pool_t *pool);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * threads.c - the pool's background threads: the maintenance thread
- * (maint.c) and the connect workers (workers.c), started with every signal
+ * (maint.c), the service thread for event loops (service.c) and the connect
+ * workers (workers.c), started with every signal
  * blocked so that the application's signal handlers run on its own threads,
  * and joined by pool_destroy.
  */
@@ -15,19 +16,26 @@ int pool__start_threads(pool_t *pool)
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&pool->maint_thread, NULL, pool__maint_main, pool);
-    int started = 0;
-    for (; rc == 0 && started < POOL_CONNECT_WORKERS; started++)
-        rc = pthread_create(&pool->workers[started], NULL, pool__connect_worker_main, pool);
+    bool maint = rc == 0, service = false;
+    if (rc == 0)
+        service = (rc = pthread_create(&pool->service_thread, NULL, pool__service_main, pool)) == 0;
+    int workers = 0;
+    while (rc == 0 && workers < POOL_CONNECT_WORKERS &&
+           (rc = pthread_create(&pool->workers[workers], NULL, pool__connect_worker_main, pool)) == 0)
+        workers++;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0 && started > 0) {
+    if (rc != 0 && maint) {
         /* Some started: stop and join them before reporting failure. */
         pthread_mutex_lock(&pool->lock);
         pool->closed = true;
         pthread_cond_broadcast(&pool->work_cond);
         pthread_cond_broadcast(&pool->maint_cond);
+        pthread_cond_broadcast(&pool->service_cond);
         pool_unlock(pool);
         pthread_join(pool->maint_thread, NULL);
-        for (int i = 0; i < started - 1; i++)
+        if (service)
+            pthread_join(pool->service_thread, NULL);
+        for (int i = 0; i < workers; i++)
             pthread_join(pool->workers[i], NULL);
         return rc;
     }
@@ -42,6 +50,7 @@ void pool__join_threads(pool_t *pool, bool started)
     if (!started)
         return;
     pthread_join(pool->maint_thread, NULL);
+    pthread_join(pool->service_thread, NULL);
     for (int i = 0; i < POOL_CONNECT_WORKERS; i++)
         pthread_join(pool->workers[i], NULL);
 }

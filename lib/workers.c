@@ -28,10 +28,8 @@ static void workers_connect_failed_locked(pool_t *pool, pool_err_t rc, const cha
     pool->backoff_until_us = now_us + pool->backoff_us;
     if (pool->nopen > 0 || pool->nconnecting > 0)
         return;
-    for (pool_waiter_t *w; (w = pool__waitq_pop_front(&pool->waiters));) {
-        w->err = rc; /* POOL_ECONNECT, or POOL_ENOMEM */
-        pool__wake_after_unlock(&w->woken);
-    }
+    for (pool_waiter_t *w; (w = pool__waitq_pop_front(&pool->waiters));)
+        pool__waiter_fail_locked(pool, w, rc, NULL); /* POOL_ECONNECT, or POOL_ENOMEM */
 }
 
 /* One attempt.  Called with the lock held; releases it around the connect

@@ -5,6 +5,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -71,14 +72,12 @@ bool test_wait_readable(int fd, int timeout_ms)
 {
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     int64_t deadline = test_now_ms() + timeout_ms;
-    for (;;) {
+    for (;;) { /* polls once even with timeout 0: "readable now?" */
         int64_t left = deadline - test_now_ms();
-        if (left <= 0)
-            return false;
-        int r = poll(&pfd, 1, (int)left);
+        int r = poll(&pfd, 1, left > 0 ? (int)left : 0);
         if (r > 0)
             return true;
-        if (r < 0 && errno != EINTR)
+        if ((r < 0 && errno != EINTR) || left <= 0)
             return false;
     }
 }
@@ -167,6 +166,12 @@ int64_t test_now_ms(void)
 void test_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+void test_sleep_us(int us)
+{
+    struct timespec ts = {us / 1000000, (long)(us % 1000000) * 1000};
     nanosleep(&ts, NULL);
 }
 
@@ -389,4 +394,23 @@ void test_fence(const char *conninfo, bool on)
         assert_true(test_now_ms() < deadline);
         test_sleep_ms(20);
     }
+}
+
+void test_spin_meet(test_spin_barrier_t *b)
+{
+    int round = atomic_load(&b->round);
+    if (atomic_fetch_add(&b->arrived, 1) == 1) {
+        atomic_store(&b->arrived, 0);
+        atomic_store(&b->round, round + 1);
+        return;
+    }
+    for (int n = 0; atomic_load(&b->round) == round; n++)
+        if (n > 1000)
+            sched_yield(); /* one core, or valgrind */
+}
+
+void test_spin_for(int n)
+{
+    for (volatile int i = 0; i < n; i++)
+        ;
 }

@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -59,6 +60,7 @@ bool test_server_controllable(void);
 /* Monotonic milliseconds. */
 int64_t test_now_ms(void);
 void test_sleep_ms(int ms);
+void test_sleep_us(int us);
 
 /* Waits (polling every ms, up to timeout_ms) until pred(arg) is true. */
 bool test_wait_for(bool (*pred)(void *), void *arg, int timeout_ms);
@@ -109,6 +111,16 @@ bool test_load_progress(test_load_t *load, long n, int timeout_ms);
 
 /* A TCP port on 127.0.0.1 that nothing listens on just now; -1 on failure. */
 int test_free_port(void);
+
+/* Two threads meet here and leave together, spinning (a sleeping barrier
+   wakes one of them tens of microseconds after the other): races are swept
+   by spinning test_spin_for(n) after it, n varying by round. */
+typedef struct test_spin_barrier {
+    atomic_int arrived;
+    atomic_int round;
+} test_spin_barrier_t;
+void test_spin_meet(test_spin_barrier_t *b);
+void test_spin_for(int n);
 
 /* Runs sql (one or more statements) and waits at most ms for every result:
    a statement on a silent server (black hole) or one queued behind

@@ -144,35 +144,9 @@ static void test_a_timed_out_waiter_leaves_the_line_for_the_next(void **state)
 
 #define RACE_ROUNDS 4000
 
-/* Two threads meet here and leave together, spinning (a sleeping barrier
-   wakes one of them tens of microseconds after the other). */
-typedef struct spin_barrier {
-    atomic_int arrived;
-    atomic_int round;
-} spin_barrier_t;
-
-static void spin_meet(spin_barrier_t *b)
-{
-    int round = atomic_load(&b->round);
-    if (atomic_fetch_add(&b->arrived, 1) == 1) {
-        atomic_store(&b->arrived, 0);
-        atomic_store(&b->round, round + 1);
-        return;
-    }
-    for (int n = 0; atomic_load(&b->round) == round; n++)
-        if (n > 1000)
-            sched_yield(); /* one core, or valgrind */
-}
-
-static void spin_for(int n)
-{
-    for (volatile int i = 0; i < n; i++)
-        ;
-}
-
 typedef struct race {
     pool_t *pool;
-    spin_barrier_t go, done;
+    test_spin_barrier_t go, done;
 } race_t;
 
 /* Borrows the pool's only connection, then returns it just as the other
@@ -182,11 +156,11 @@ static void *hold_and_return(void *arg)
     race_t *r = arg;
     for (int i = 0; i < RACE_ROUNDS; i++) {
         PGconn *c = pool_getconn_timeout(r->pool, 5000);
-        spin_meet(&r->go);
-        spin_for(i % 40 * 10);
+        test_spin_meet(&r->go);
+        test_spin_for(i % 40 * 10);
         if (c)
             pool_putconn(r->pool, c);
-        spin_meet(&r->done);
+        test_spin_meet(&r->done);
     }
     return NULL;
 }
@@ -204,8 +178,8 @@ static void test_a_return_racing_a_new_waiter_never_strands_it(void **state)
     pthread_create(&t, NULL, hold_and_return, &r);
     int stranded = 0;
     for (int i = 0; i < RACE_ROUNDS; i++) {
-        spin_meet(&r.go);
-        spin_for(i / 40 % 40 * 10);
+        test_spin_meet(&r.go);
+        test_spin_for(i / 40 % 40 * 10);
         /* The holder is returning it right now: this caller gets it either
            at once or as a waiter woken by that return, not by the
            maintenance thread's next sweep (up to a second later). */
@@ -215,7 +189,7 @@ static void test_a_return_racing_a_new_waiter_never_strands_it(void **state)
             pool_putconn(pool, c);
         if (!c || test_now_ms() - t0 > 500)
             stranded++;
-        spin_meet(&r.done);
+        test_spin_meet(&r.done);
     }
     pthread_join(t, NULL);
     assert_int_equal(stranded, 0);
