@@ -8,11 +8,12 @@
  *
  * Layers.  CMakeLists.txt lists the files of lib/ lowest first; a file calls only
  * files before it (tests/check_layers.sh): helpers (version, clock, error,
- * conn_map, waitq, wake, config, settings, format), one connection
- * (inflight.c, conn.c, hosts.c), the core under the lock (pool.c), then closing (close.c), opening
- * (open.c), the background threads (workers.c, maint.c, threads.c), fork.c,
- * the lock-free path (fast.c), and the public calls (stats.c, control.c,
- * getconn.c, putconn.c, create.c, abi.c).
+ * conn_map, waitq, requests, wake, config, settings, format), one
+ * connection (inflight.c, conn.c, hosts.c), the core under the lock
+ * (pool.c), then closing (close.c), opening (open.c), judging a checkout
+ * (checkout.c), the background threads (workers.c, maint.c, service.c,
+ * threads.c), fork.c, the lock-free path (fast.c), and the public calls
+ * (stats.c, control.c, getconn.c, putconn.c, async.c, create.c, abi.c).
  *
  * Lock rules.  pool->lock is taken before pool->inflight_lock, never after
  * it (inflight.c: held only around one libpq step of a connect and across
@@ -27,10 +28,15 @@
  * still happen under the lock, each bounded and off the steady-state path:
  * the futex wake of a waiter beyond the 64th woken in one lock hold (wake.c:
  * only pool_resume, pool_destroy or a failed connect can wake that many);
- * pthread_cond_signal/broadcast of the connect workers and the maintenance
- * thread, which enters the kernel only when a thread sleeps there, i.e. when
- * a connection is due to be opened or the pool closes (signalling after the
- * unlock would race with pool_destroy freeing the condition variable);
+ * pthread_cond_signal/broadcast of the connect workers, the maintenance
+ * thread and the service thread, which enters the kernel only when a thread
+ * sleeps there, i.e. when a connection is due to be opened, an async request
+ * is handed one or has the earliest deadline, or the pool closes (signalling
+ * after the unlock would race with pool_destroy freeing the condition
+ * variable); the eventfd's write when the ready list of async requests turns
+ * non-empty and its read when pool_dispatch or pool_cancel empties it
+ * (requests.c: non-blocking, so that the descriptor is readable exactly
+ * while a callback is ready);
  * sched_yield in pool_get_stats while a fast-path writer is preempted inside
  * its few-instruction seqlock section (fast.c); and pool_resize to a larger
  * maximum than ever before, which reallocates the connection lookup table
