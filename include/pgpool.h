@@ -157,6 +157,12 @@ typedef struct pool_config {
     int (*on_checkin)(PGconn *conn, void *arg);  /* first thing in pool_putconn, before
                                 any rollback or reset_query; nonzero: close it instead
                                 of reusing it.  Not run by pool_discard */
+    /* Added with the event-loop calls (see "Event loops" below). */
+    int return_in_background; /* 1: pool_putconn and pool_discard never wait on the
+                                network: a ROLLBACK, reset_query or close the return
+                                needs runs on a pool thread, and the connection is
+                                reused only after it finished; on_checkin still runs
+                                first, on the caller's thread (default 0) */
 } pool_config_t;
 
 /* Latency histograms: fixed log2 buckets in microseconds. bucket[0] counts samples
@@ -175,10 +181,12 @@ typedef struct pool_stats {
     int idle;
     int in_use;     /* checked out, or being validated, rolled back or reset */
     int connecting; /* connection attempts in flight */
-    int waiting;    /* callers blocked in pool_getconn */
+    int waiting;    /* callers blocked in pool_getconn, and async requests in line */
     int min_size, max_size, max_overflow;
     /* counters since pool_create; they only grow */
-    uint64_t acquired;         /* successful pool_getconn calls */
+    uint64_t acquired;         /* successful pool_getconn calls (and async requests,
+                                  counted when their callback runs; so are the next
+                                  two, and the wait figures; a cancelled one is not) */
     uint64_t acquire_timeouts; /* pool_getconn calls that failed with POOL_ETIMEDOUT */
     uint64_t acquire_errors;   /* ... that failed for any other reason */
     uint64_t connects;         /* connections opened */
@@ -233,8 +241,9 @@ POOL_EXTERN void pool_config_init_sized(pool_config_t *cfg, size_t size);
    pool_min_size, pool_max_size, pool_max_overflow, pool_max_waiting (counts),
    pool_acquire_timeout (-1 = for ever), pool_connect_timeout, pool_idle_timeout,
    pool_max_lifetime, pool_ping_idle, pool_leak_timeout (durations: a whole
-   number with ms, s, min or h; bare = ms), pool_pre_ping (0/1/on/off/true/false)
-   and pool_reset_query (empty = none), as URI query parameters (percent-decoded)
+   number with ms, s, min or h; bare = ms), pool_pre_ping and
+   pool_return_in_background (0/1/on/off/true/false) and pool_reset_query
+   (empty = none), as URI query parameters (percent-decoded)
    or keyword/value pairs; a later duplicate wins; libpq never sees them, and an
    unknown pool_ key or a bad value fails with a message naming the key.  With
    several hosts each gets one attempt bounded by connect_timeout_ms, checked

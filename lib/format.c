@@ -142,7 +142,7 @@ static void format_prometheus(out_t *o, const pool_stats_t *s, size_t size, cons
         prom_label(o, "connections", name);
         put(o, ",state=\"%s\"} %d\n", states[i], values[i]);
     }
-    prom_value(o, "waiting", "gauge", "Callers blocked in pool_getconn.", name, (uint64_t)s->waiting);
+    prom_value(o, "waiting", "gauge", "Callers waiting in line: pool_getconn, and pool_getconn_async requests.", name, (uint64_t)s->waiting);
     prom_value(o, "min_size", "gauge", "Configured min_size.", name, (uint64_t)s->min_size);
     prom_value(o, "max_size", "gauge", "Configured max_size.", name, (uint64_t)s->max_size);
     prom_value(o, "max_overflow", "gauge", "Configured max_overflow.", name, (uint64_t)s->max_overflow);
@@ -152,7 +152,7 @@ static void format_prometheus(out_t *o, const pool_stats_t *s, size_t size, cons
         uint64_t value;
         bool present;
     } counters[] = {
-        {"acquired_total", "Successful pool_getconn calls.", s->acquired, true},
+        {"acquired_total", "Connections handed out by pool_getconn and pool_getconn_async.", s->acquired, true},
         {"acquire_timeouts_total", "pool_getconn calls that timed out.", s->acquire_timeouts, true},
         {"acquire_errors_total", "pool_getconn calls that failed otherwise.", s->acquire_errors, true},
         {"connects_total", "Connections opened.", s->connects, true},
@@ -181,7 +181,7 @@ static void format_prometheus(out_t *o, const pool_stats_t *s, size_t size, cons
                  name, s->hold_us_total);
     if (!HAS(connect_hist))
         return; /* the histograms came together */
-    prom_hist(o, "wait_seconds", "Time spent in pool_getconn.", name, &s->wait_hist);
+    prom_hist(o, "wait_seconds", "Time from asking for a connection to getting one (or failing).", name, &s->wait_hist);
     prom_hist(o, "hold_seconds", "Checkout to return.", name, &s->hold_hist);
     prom_hist(o, "connect_seconds", "Opening one connection, on_connect included.", name,
               &s->connect_hist);

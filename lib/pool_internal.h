@@ -367,6 +367,9 @@ struct pool {
     pool_reqlist_t checking;         /* REQ_CHECKING, in order; guarded by lock */
     pool_reqlist_t ready;            /* REQ_READY, in order; guarded by lock */
     struct close_later *close_later; /* closes left for the service thread; guarded by lock */
+    pool_conn_t *returns_head;       /* returns left for the service thread (RETURNING,
+                                        linked by next); guarded by lock */
+    pool_conn_t *returns_tail;       /* guarded by lock */
     pool_request_t *req_all;         /* every request allocated, freed by pool_destroy;
                                         guarded by lock */
     pool_request_t *req_free;        /* REQ_FREE ones, linked by next; guarded by lock */
@@ -561,6 +564,17 @@ pool_err_t pool__open_connect(pool_t *pool, pool_opening_t *o, char *err, size_t
 void pool__open_adopt_locked(pool_t *pool, pool_opening_t *o, unsigned epoch, pool_closing_t *out);
 void pool__open_done(pool_opening_t *o);
 
+/* checkin.c: judging a returned connection before it is reused.
+   _verdict_locked: CLOSE_NONE to reuse c, else why it is closed (and *what,
+   with said, POOL_MSG_LEN bytes, for the log); runs on_checkin first when
+   hook; releases the lock around the hook and the round trips.
+   _hook_accepts_locked: on_checkin's verdict alone.  _needs_io: whether the
+   verdict past the hook would wait on the network. */
+close_reason_t pool__checkin_verdict_locked(pool_t *pool, pool_conn_t *c, bool hook, int64_t *now_us,
+                                            const char **what, char *said);
+bool pool__checkin_hook_accepts_locked(pool_t *pool, pool_conn_t *c);
+bool pool__checkin_needs_io(const pool_t *pool, const pool_conn_t *c);
+
 /* checkout.c: judging a claimed connection before it is handed out.
    _verdict_locked: CLOSE_NONE to hand c out, else why it is closed (and
    *what, with said, POOL_MSG_LEN bytes, for the log); releases the lock
@@ -586,6 +600,7 @@ void *pool__service_main(void *arg);
 void pool__request_free_locked(pool_t *pool, pool_request_t *r);
 bool pool__close_later_locked(pool_t *pool, pool_closing_t *batch);
 void pool__service_forget_locked(pool_t *pool);
+void pool__service_return_locked(pool_t *pool, pool_conn_t *c);
 
 /* async.c: what pool_destroy does for the event-loop requests */
 void pool__async_close_locked(pool_t *pool);

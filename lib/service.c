@@ -8,8 +8,10 @@
  * (checkout.c: the zero-round-trip check, a due ping, on_checkout), closed
  * and replaced when it fails, and the request completed (requests.c); a
  * request whose deadline passes in line is completed with POOL_ETIMEDOUT
- * without the loop keeping a timer; and closes the loop's calls left behind
- * (pool_cancel giving back a connection above max_size, say) are done.
+ * without the loop keeping a timer; with return_in_background, the
+ * rollback, reset_query or close of a return is done here; and so are the
+ * closes the loop's calls left behind (pool_cancel giving back a connection
+ * above max_size, say).
  */
 #include "pool_internal.h"
 
@@ -62,6 +64,56 @@ static void close_leftovers_locked(pool_t *pool)
         free(l);
         pthread_mutex_lock(&pool->lock);
     }
+}
+
+/* ---- returns left for this thread (return_in_background) ------------------- */
+
+/* c, RETURNING, needs a rollback, reset_query or close: done here, and only
+   then is it reused. */
+void pool__service_return_locked(pool_t *pool, pool_conn_t *c)
+{
+    c->state = CONN_RETURNING;
+    c->next = NULL;
+    if (pool->returns_tail)
+        pool->returns_tail->next = c;
+    else
+        pool->returns_head = c;
+    pool->returns_tail = c;
+    pthread_cond_signal(&pool->service_cond);
+}
+
+static pool_conn_t *next_return_locked(pool_t *pool)
+{
+    pool_conn_t *c = pool->returns_head;
+    if (c) {
+        pool->returns_head = c->next;
+        if (!pool->returns_head)
+            pool->returns_tail = NULL;
+        c->next = NULL;
+    }
+    return c;
+}
+
+/* The rest of pool_putconn for c (checkin.c, on_checkin done already); once
+   the pool closes, c is closed as it is.  Releases the lock around the I/O. */
+static void finish_return_locked(pool_t *pool, pool_conn_t *c)
+{
+    int64_t now = pool__clock_now_us();
+    const char *what = NULL;
+    char said[POOL_MSG_LEN];
+    said[0] = '\0';
+    close_reason_t why =
+        pool->closed ? CLOSE_NONE : pool__checkin_verdict_locked(pool, c, false, &now, &what, said);
+    pool_closing_t closing;
+    pool__closing_init(&closing);
+    if (why == CLOSE_NONE)
+        pool__make_available_locked(pool, c, now, &closing); /* closed: detached */
+    else
+        pool__close_locked(pool, c, why, what, said, &closing);
+    pool__wake_workers_locked(pool);
+    pool_unlock(pool);
+    pool__close_finish(pool, &closing);
+    pthread_mutex_lock(&pool->lock);
 }
 
 /* ---- serving a request ---------------------------------------------------------- */
@@ -159,6 +211,7 @@ void pool__service_forget_locked(pool_t *pool)
         pool->req_free = r;
     }
     pool->checking = pool->ready = (pool_reqlist_t){0};
+    pool->returns_head = pool->returns_tail = NULL; /* the parent's borrowings: never back */
     pool->deadlines.n = pool->deadlines.reserved = 0;
     while (pool->close_later) {
         close_later_t *l = pool->close_later;
@@ -183,6 +236,11 @@ void *pool__service_main(void *arg)
             serve_locked(pool, r);
             continue;
         }
+        pool_conn_t *returned = next_return_locked(pool);
+        if (returned) {
+            finish_return_locked(pool, returned);
+            continue;
+        }
         if (pool->close_later) {
             close_leftovers_locked(pool);
             continue;
@@ -199,6 +257,8 @@ void *pool__service_main(void *arg)
             pthread_cond_wait(&pool->service_cond, &pool->lock);
         }
     }
+    for (pool_conn_t *c; (c = next_return_locked(pool));)
+        finish_return_locked(pool, c);
     close_leftovers_locked(pool);
     pool_unlock(pool);
     return NULL;

@@ -41,6 +41,7 @@ static const setting_t settings[] = {
     {"pool_max_waiting", SETTING_COUNT, FIELD(max_waiting), 0, false},
     {"pool_leak_timeout", SETTING_DURATION, FIELD(leak_timeout_ms), 0, false},
     {"pool_reset_query", SETTING_TEXT, 0, 0, false},
+    {"pool_return_in_background", SETTING_BOOL, FIELD(return_in_background), 0, false},
 };
 #undef FIELD
 
@@ -151,7 +152,8 @@ static pool_err_t apply_setting(pool_settings_t *out, const char *key, const cha
                  "unknown pool setting \"%.64s\" in the conninfo (known: pool_min_size, "
                  "pool_max_size, pool_max_overflow, pool_acquire_timeout, pool_connect_timeout, "
                  "pool_idle_timeout, pool_max_lifetime, pool_pre_ping, pool_ping_idle, "
-                 "pool_max_waiting, pool_leak_timeout, pool_reset_query)", key);
+                 "pool_max_waiting, pool_leak_timeout, pool_reset_query, "
+                 "pool_return_in_background)", key);
         return POOL_EINVAL;
     }
     out->applied++;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* What one request's callback saw. */
 typedef struct outcome {
@@ -468,6 +469,298 @@ static void test_a_cancel_racing_a_hand_over_has_one_winner_and_loses_nothing(vo
     pool_destroy(pool);
 }
 
+/* ---- scale: 10,000 requests on one thread, with blocking callers -------- */
+
+#define MANY 10000
+
+typedef struct many {
+    pool_t *pool;
+    int state[MANY];          /* 0 pending, 1 called back, 2 cancelled */
+    pool_err_t err[MANY];
+    int served_seq[MANY];     /* the order in which those served got a connection */
+    int64_t start_ms[MANY], done_ms[MANY];
+    int timeout_ms[MANY];
+    int next_served;
+    int64_t putconn_ns;       /* the loop's time inside pool_putconn */
+} many_t;
+
+typedef struct many_ref {
+    many_t *m;
+    int i;
+} many_ref_t;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void many_done(pool_t *pool, PGconn *conn, pool_err_t err, void *arg)
+{
+    many_ref_t *ref = arg;
+    many_t *m = ref->m;
+    m->state[ref->i] = 1;
+    m->err[ref->i] = err;
+    m->done_ms[ref->i] = test_now_ms();
+    if (conn) {
+        m->served_seq[ref->i] = m->next_served++;
+        int64_t t0 = now_ns();
+        pool_putconn(pool, conn);
+        m->putconn_ns += now_ns() - t0;
+    }
+}
+
+typedef struct blocker {
+    pool_t *pool;
+    atomic_bool *stop;
+    int ok, failed;
+} blocker_t;
+
+static void *borrow_until_stopped(void *arg)
+{
+    blocker_t *b = arg;
+    while (!atomic_load(b->stop)) {
+        PGconn *c = pool_getconn_timeout(b->pool, 30000);
+        if (!c) {
+            b->failed++;
+            continue;
+        }
+        b->ok++;
+        pool_putconn(b->pool, c);
+        test_sleep_us(200);
+    }
+    return NULL;
+}
+
+static void test_ten_thousand_requests_on_one_thread_beside_blocking_callers(void **state)
+{
+    pool_t *pool = async_pool("async_many", 4);
+    many_t *m = calloc(1, sizeof *m);
+    many_ref_t *refs = calloc(MANY, sizeof *refs);
+    pool_request_t **req = calloc(MANY, sizeof *req);
+    m->pool = pool;
+    /* Every connection held: the whole crowd queues, in a known order. */
+    PGconn *held[4];
+    for (int i = 0; i < 4; i++)
+        assert_non_null(held[i] = pool_getconn(pool));
+    atomic_bool stop = false;
+    blocker_t b[2] = {{.pool = pool, .stop = &stop}, {.pool = pool, .stop = &stop}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, borrow_until_stopped, &b[i]);
+    assert_true(test_wait_waiting(pool, 2));
+    unsigned seed = 13;
+    int64_t t0 = now_ns();
+    for (int i = 0; i < MANY; i++) {
+        refs[i] = (many_ref_t){.m = m, .i = i};
+        m->timeout_ms[i] = i % 7 == 0 ? 50 : 60000; /* these time out in line */
+        m->start_ms[i] = test_now_ms();
+        req[i] = pool_getconn_async(pool, m->timeout_ms[i], many_done, &refs[i]);
+        assert_non_null(req[i]);
+    }
+    int64_t asked_ns = now_ns() - t0;
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_true(st.waiting >= MANY - MANY / 7 + 2); /* all but the 50 ms ones, which may be gone */
+    /* A sixth cancelled in line, at random. */
+    int cancelled = 0;
+    int64_t cancel_ns = 0;
+    while (cancelled < MANY / 6) {
+        int i = (int)(rand_r(&seed) % MANY);
+        if (m->state[i] == 0) {
+            int64_t c0 = now_ns();
+            assert_int_equal(pool_cancel(pool, req[i]), 0);
+            cancel_ns += now_ns() - c0;
+            m->state[i] = 2;
+            cancelled++;
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        pool_putconn(pool, held[i]);
+    /* The loop: dispatch, and cancel another at random now and then, until
+       a third is cancelled and everything else called back. */
+    int64_t dispatch_ns = 0;
+    int dispatched = 0;
+    for (;;) {
+        int pending = 0;
+        for (int i = 0; i < MANY; i++)
+            pending += m->state[i] == 0;
+        if (pending == 0)
+            break;
+        if (test_wait_readable(pool_fd(pool), 100)) {
+            int64_t d0 = now_ns();
+            int64_t put_before = m->putconn_ns;
+            int n = pool_dispatch(pool, 64);
+            dispatch_ns += now_ns() - d0 - (m->putconn_ns - put_before);
+            dispatched += n;
+        }
+        for (int k = 0; k < 8 && cancelled < MANY / 3; k++) {
+            int i = (int)(rand_r(&seed) % MANY);
+            if (m->state[i] == 0) {
+                assert_int_equal(pool_cancel(pool, req[i]), 0);
+                m->state[i] = 2;
+                cancelled++;
+            }
+        }
+    }
+    int64_t loop_ms = (now_ns() - t0) / 1000000;
+    atomic_store(&stop, true);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    /* Served in arrival order; timed out no sooner than their deadline. */
+    int served = 0, timed_out = 0, last_seq = -1, out_of_order = 0, early = 0, other = 0;
+    for (int i = 0; i < MANY; i++) {
+        if (m->state[i] != 1)
+            continue;
+        if (m->err[i] == POOL_OK) {
+            served++;
+            out_of_order += m->served_seq[i] < last_seq;
+            last_seq = m->served_seq[i];
+        } else if (m->err[i] == POOL_ETIMEDOUT) {
+            timed_out++;
+            early += m->done_ms[i] - m->start_ms[i] < m->timeout_ms[i];
+        } else {
+            other++;
+        }
+    }
+    print_message("%d requests in %lld ms: %d served, %d timed out, %d cancelled; blocking callers: %d served, "
+                  "%d failed; loop thread per request: pool_getconn_async %.0f ns, pool_cancel %.0f ns, "
+                  "pool_dispatch %.0f ns (callbacks' own work excluded), pool_putconn %.0f ns\n",
+                  MANY, (long long)loop_ms, served, timed_out, cancelled, b[0].ok + b[1].ok, b[0].failed + b[1].failed,
+                  (double)asked_ns / MANY, (double)cancel_ns / (MANY / 6),
+                  (double)dispatch_ns / (dispatched ? dispatched : 1),
+                  (double)m->putconn_ns / (served ? served : 1));
+    assert_int_equal(served + timed_out + cancelled, MANY);
+    assert_int_equal(out_of_order, 0);
+    assert_int_equal(early, 0);
+    assert_int_equal(other, 0);
+    assert_true(timed_out > 0);
+    assert_int_equal(b[0].failed + b[1].failed, 0);
+    assert_true(b[0].ok > 0 && b[1].ok > 0);
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.in_use, 0);
+    assert_int_equal(st.waiting, 0);
+    assert_true(st.total <= 4);
+    assert_int_equal(st.acquired, 4 + (uint64_t)served + (uint64_t)(b[0].ok + b[1].ok));
+    assert_int_equal(st.acquire_timeouts, timed_out);
+    assert_int_equal(st.closed_broken, 0);
+    pool_destroy(pool);
+    free(m);
+    free(refs);
+    free(req);
+}
+
+/* ---- return_in_background ------------------------------------------------ */
+
+static int note_checkin_thread(PGconn *conn, void *arg)
+{
+    *(pthread_t *)arg = pthread_self();
+    return 0;
+}
+
+static bool pool_is_idle(void *pool)
+{
+    pool_stats_t st;
+    return pool_get_stats(pool, &st) == POOL_OK && st.in_use == 0 && st.idle == st.total;
+}
+
+static void test_a_return_in_background_never_waits_and_reuse_waits_for_the_reset(void **state)
+{
+    pool_config_t cfg;
+    test_config(&cfg, "async_background");
+    cfg.max_size = 1;
+    cfg.return_in_background = 1;
+    cfg.reset_query = "SELECT pg_sleep(1); SET application_name = 'reset_done'";
+    pthread_t checked_in_on;
+    cfg.on_checkin = note_checkin_thread;
+    cfg.arg = &checked_in_on;
+    pool_t *pool = test_pool_create(&cfg);
+    PGconn *c = pool_getconn(pool);
+    assert_true(test_exec_ok(c, "BEGIN"));
+    assert_true(test_exec_ok(c, "SET LOCAL application_name = 'in_transaction'"));
+    int64_t t0 = test_now_ms();
+    assert_int_equal(pool_putconn(pool, c), POOL_OK);
+    int64_t took = test_now_ms() - t0;
+    assert_true(took < 500); /* the rollback and the 1 s reset_query are not waited for */
+    assert_true(pthread_equal(checked_in_on, pthread_self())); /* on_checkin: the caller's */
+    /* Reused only once both finished: the reset's mark is there. */
+    c = pool_getconn_timeout(pool, 10000);
+    assert_non_null(c);
+    assert_true(test_now_ms() - t0 >= 900);
+    PGresult *r = PQexec(c, "SHOW application_name");
+    assert_string_equal(PQgetvalue(r, 0, 0), "reset_done");
+    PQclear(r);
+    assert_int_equal(PQtransactionStatus(c), PQTRANS_IDLE);
+    pool_putconn(pool, c);
+    assert_true(test_wait_for(pool_is_idle, pool, 10000));
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.rollbacks, 1);
+    assert_int_equal(st.acquired, 2);
+    assert_int_equal(st.hold_hist.count, 2);
+    assert_int_equal(st.closed, 0);
+    pool_destroy(pool);
+}
+
+static bool one_closed(void *pool)
+{
+    pool_stats_t st;
+    return pool_get_stats(pool, &st) == POOL_OK && st.closed == 1;
+}
+
+static void test_a_discard_or_broken_return_in_background_closes_on_a_pool_thread(void **state)
+{
+    pool_config_t cfg;
+    test_config(&cfg, "async_bg_close");
+    cfg.min_size = 0;
+    cfg.max_size = 2;
+    cfg.return_in_background = 1;
+    pool_t *pool = test_pool_create(&cfg);
+    PGconn *c = pool_getconn(pool);
+    assert_int_equal(pool_discard(pool, c), POOL_OK);
+    assert_true(test_wait_for(one_closed, pool, 10000));
+    assert_true(test_wait_backends("async_bg_close", 0, 10000));
+    /* Returned with a query in flight: closed, not reused. */
+    c = pool_getconn(pool);
+    assert_true(PQsendQuery(c, "SELECT pg_sleep(0.2)"));
+    assert_int_equal(pool_putconn(pool, c), POOL_OK);
+    PGconn *next = pool_getconn(pool);
+    assert_non_null(next);
+    assert_int_equal(test_query_int(next, "SELECT 1"), 1);
+    pool_putconn(pool, next);
+    pool_stats_t st;
+    assert_pool_stats(pool, &st);
+    assert_int_equal(st.in_use, 0);
+    pool_destroy(pool);
+}
+
+static void test_return_in_background_is_checked_and_settable_in_the_conninfo(void **state)
+{
+    pool_config_t cfg;
+    test_config(&cfg, "async_bg_conf");
+    cfg.return_in_background = 2;
+    char err[POOL_ERRMSG_SIZE];
+    assert_null(pool_create(&cfg, err, sizeof err));
+    assert_non_null(strstr(err, "return_in_background"));
+    char conninfo[512];
+    snprintf(conninfo, sizeof conninfo, "%s pool_return_in_background=maybe",
+             test_conninfo("async_bg_conf"));
+    cfg.return_in_background = 0;
+    cfg.conninfo = conninfo;
+    assert_null(pool_create(&cfg, err, sizeof err));
+    assert_non_null(strstr(err, "pool_return_in_background"));
+    /* on: a rollback is not waited for (the same as the struct's field). */
+    snprintf(conninfo, sizeof conninfo, "%s pool_return_in_background=on pool_reset_query='SELECT pg_sleep(1)'",
+             test_conninfo("async_bg_conf"));
+    pool_t *pool = test_pool_create(&cfg);
+    PGconn *c = pool_getconn(pool);
+    int64_t t0 = test_now_ms();
+    pool_putconn(pool, c);
+    assert_true(test_now_ms() - t0 < 500);
+    pool_destroy(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -483,6 +776,10 @@ int main(void)
         cmocka_unit_test(test_a_callback_may_call_the_pool_but_not_cancel_itself_or_dispatch),
         cmocka_unit_test(test_destroy_completes_every_pending_request),
         cmocka_unit_test(test_a_cancel_racing_a_hand_over_has_one_winner_and_loses_nothing),
+        cmocka_unit_test(test_ten_thousand_requests_on_one_thread_beside_blocking_callers),
+        cmocka_unit_test(test_a_return_in_background_never_waits_and_reuse_waits_for_the_reset),
+        cmocka_unit_test(test_a_discard_or_broken_return_in_background_closes_on_a_pool_thread),
+        cmocka_unit_test(test_return_in_background_is_checked_and_settable_in_the_conninfo),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

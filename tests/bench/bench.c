@@ -16,8 +16,10 @@
  *   prepared  like select1 with a statement prepared on each new connection
  *   burst     64 threads arrive at once at a pool with min 0, max 16
  *   memory    pgpool's own heap bytes per pooled connection and per waiter
+ *   async     the event-loop calls on one loop thread (async.c)
  */
 #define _GNU_SOURCE
+#include "async.h"
 #include "contenders.h"
 
 #include <pgpool.h>
@@ -472,7 +474,7 @@ int main(int argc, char **argv)
             seconds = 0.02, repeats = 1, smoke = true;
         else {
             fprintf(stderr, "usage: %s --db CONNINFO [--bouncer CONNINFO] [--zdb URL] [--seconds S] "
-                            "[--repeats R] [--quick|--smoke] [--only cycle|select1|prepared|burst|memory]\n",
+                            "[--repeats R] [--quick|--smoke] [--only cycle|select1|prepared|burst|memory|async]\n",
                     argv[0]);
             return 2;
         }
@@ -515,6 +517,8 @@ int main(int argc, char **argv)
         burst(db, smoke ? 1 : repeats);
     if (!only || strcmp(only, "memory") == 0)
         memory(db);
+    if (!only || strcmp(only, "async") == 0)
+        errors += bench_async(db, seconds, smoke ? 1 : repeats);
 
     printf("\n| workload | T | contender | ops/s | vs baseline | ns/op per thread | p50 us | p99 us | "
            "wait p99 us | slowest thread | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
