@@ -29,6 +29,7 @@ typedef struct request {
     int n;               /* its number: the query returns it */
     PGconn *conn;        /* while it holds one */
     int fd;              /* the connection's socket, while watched */
+    int ok;              /* its answer was right */
 } request_t;
 
 struct loop {
@@ -75,14 +76,16 @@ static void on_socket(request_t *r, uint32_t events)
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = r};
         epoll_ctl(r->loop->epfd, EPOLL_CTL_MOD, r->fd, &ev);
     }
-    if (PQisBusy(r->conn))
-        return; /* more to come: epoll tells us */
-    int ok = 0;
-    for (PGresult *res; (res = PQgetResult(r->conn));) {
-        ok = ok || (PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) == r->n);
+    /* PQgetResult blocks unless PQisBusy says it will not: ask before each. */
+    for (PGresult *res; !PQisBusy(r->conn);) {
+        if (!(res = PQgetResult(r->conn))) {
+            finish(r, r->ok);
+            return;
+        }
+        r->ok = r->ok || (PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) == r->n);
         PQclear(res);
     }
-    finish(r, ok);
+    /* more to come: epoll tells us */
 }
 
 /* pool_getconn_async's callback: runs inside pool_dispatch, on the loop. */
@@ -118,6 +121,7 @@ static void start_request(loop_t *l, request_t *r)
     r->n = ++l->started;
     r->conn = NULL;
     r->fd = -1;
+    r->ok = 0;
     if (!pool_getconn_async(l->pool, 10000, on_connection, r)) {
         fprintf(stderr, "request %d: %s\n", r->n, pool_errmsg());
         l->done++;

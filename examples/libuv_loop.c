@@ -77,15 +77,17 @@ static void on_socket(uv_poll_t *w, int status, int events)
     }
     if (unsent == 0 && (events & UV_WRITABLE))
         uv_poll_start(w, UV_READABLE, on_socket); /* all sent */
-    if (PQisBusy(r->conn))
-        return;
-    for (PGresult *res; (res = PQgetResult(r->conn));) {
+    /* PQgetResult blocks unless PQisBusy says it will not: ask before each. */
+    for (PGresult *res; !PQisBusy(r->conn);) {
+        if (!(res = PQgetResult(r->conn))) {
+            uv_poll_stop(w);
+            uv_close((uv_handle_t *)w, on_watch_closed);
+            return;
+        }
         r->ok = r->ok || (PQresultStatus(res) == PGRES_TUPLES_OK &&
                           atoi(PQgetvalue(res, 0, 0)) == r->n);
         PQclear(res);
     }
-    uv_poll_stop(w);
-    uv_close((uv_handle_t *)w, on_watch_closed);
 }
 
 /* pool_getconn_async's callback, run by pool_dispatch on the loop. */

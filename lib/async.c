@@ -359,7 +359,7 @@ void pool__async_close_locked(pool_t *pool)
             pool__request_ready_locked(pool, w->req, POOL_ECLOSED, "pool is closed");
         }
     }
-    pthread_cond_broadcast(&pool->service_cond);
+    pool__wake_after_unlock(&pool->service_wake);
 }
 
 /* pool_destroy, lock NOT held, the threads joined and no caller inside:

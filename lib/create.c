@@ -32,7 +32,6 @@ static void pool_free(pool_t *pool)
     pthread_mutex_destroy(&pool->lock);
     pthread_mutex_destroy(&pool->inflight_lock);
     pthread_mutex_destroy(&pool->dispatch_lock);
-    pthread_cond_destroy(&pool->service_cond);
     if (pool->event_fd >= 0)
         close(pool->event_fd);
     free(pool->deadlines.a);
@@ -70,7 +69,6 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
     pthread_cond_init(&pool->work_cond, &pool->cond_attr);
     pthread_cond_init(&pool->maint_cond, &pool->cond_attr);
     pthread_cond_init(&pool->drain_cond, &pool->cond_attr);
-    pthread_cond_init(&pool->service_cond, &pool->cond_attr);
     pool->event_fd = -1;
     atomic_init(&pool->stopping, false);
     static _Atomic uint64_t last_id;

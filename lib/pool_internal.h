@@ -8,7 +8,7 @@
  *
  * Layers.  CMakeLists.txt lists the files of lib/ lowest first; a file calls only
  * files before it (tests/check_layers.sh): helpers (version, clock, error,
- * conn_map, waitq, requests, wake, config, settings, format), one
+ * conn_map, waitq, wake, requests, config, settings, format), one
  * connection (inflight.c, conn.c, hosts.c), the core under the lock
  * (pool.c), then closing (close.c), opening (open.c), judging a checkout
  * (checkout.c), the background threads (workers.c, maint.c, service.c,
@@ -28,15 +28,15 @@
  * still happen under the lock, each bounded and off the steady-state path:
  * the futex wake of a waiter beyond the 64th woken in one lock hold (wake.c:
  * only pool_resume, pool_destroy or a failed connect can wake that many);
- * pthread_cond_signal/broadcast of the connect workers, the maintenance
- * thread and the service thread, which enters the kernel only when a thread
- * sleeps there, i.e. when a connection is due to be opened, an async request
- * is handed one or has the earliest deadline, or the pool closes (signalling
- * after the unlock would race with pool_destroy freeing the condition
- * variable); the eventfd's write when the ready list of async requests turns
- * non-empty and its read when pool_dispatch or pool_cancel empties it
- * (requests.c: non-blocking, so that the descriptor is readable exactly
- * while a callback is ready);
+ * pthread_cond_signal/broadcast of the connect workers and the maintenance
+ * thread, which enters the kernel only when a thread sleeps there, i.e. when
+ * a connection is due to be opened or the pool closes (signalling after the
+ * unlock would race with pool_destroy freeing the condition variable; the
+ * service thread sleeps on a futex word instead and is kicked after the
+ * unlock, like waiters, as is the eventfd's write); the eventfd's read when
+ * pool_dispatch or pool_cancel empties the ready list of async requests
+ * (requests.c: non-blocking, so that the descriptor is not left readable
+ * with nothing ready);
  * sched_yield in pool_get_stats while a fast-path writer is preempted inside
  * its few-instruction seqlock section (fast.c); and pool_resize to a larger
  * maximum than ever before, which reallocates the connection lookup table
@@ -362,7 +362,9 @@ struct pool {
 
     /* Event loops (requests.c, service.c, async.c) */
     pthread_t service_thread;        /* validates for requests, fires their deadlines */
-    pthread_cond_t service_cond;     /* the service thread sleeps here */
+    _Atomic uint32_t service_wake;   /* the service thread sleeps on it (wake.c); set to
+                                        WAKE_WOKEN under lock by whoever has work for it,
+                                        the futex kicked after the unlock */
     pool_reqheap_t deadlines;        /* waiting requests with a deadline; guarded by lock */
     pool_reqlist_t checking;         /* REQ_CHECKING, in order; guarded by lock */
     pool_reqlist_t ready;            /* REQ_READY, in order; guarded by lock */
@@ -427,6 +429,7 @@ enum { WAKE_WAITING = 0, WAKE_ASLEEP = 2, WAKE_WOKEN = 1 };
 void pool__wake_wait(_Atomic uint32_t *word, int64_t deadline_us);
 void pool__wake_after_unlock(_Atomic uint32_t *word); /* with pool->lock held: kicked by pool_unlock */
 void pool__wake_pending(void);
+void pool__signal_fd_after_unlock(int fd); /* an eventfd, written by pool_unlock */
 
 /* Histograms (stats.c reads them): bucket[0]: under 1 us; bucket[i]:
    [2^(i-1), 2^i); the last takes the rest.  Recording is one bit scan. */

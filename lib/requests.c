@@ -8,9 +8,10 @@
  * earliest one.  Handed a connection, it joins the `checking` list for the
  * service thread to validate; done, the `ready` list, and the pool's eventfd
  * turns readable for the loop's pool_dispatch (async.c).  Everything here
- * runs with pool->lock held and does no I/O; the only syscalls are the
- * eventfd's write and read when `ready` turns non-empty or empty, and the
- * service thread's condition variable (see the list in pool_internal.h).
+ * runs with pool->lock held and does no I/O: the eventfd is written and the
+ * service thread woken after the lock is released (wake.c); the only
+ * syscall left under it is the eventfd's read when `ready` turns empty (see
+ * the list in pool_internal.h).
  */
 #include "pool_internal.h"
 
@@ -134,12 +135,14 @@ int pool__request_fd_locked(pool_t *pool)
     return pool->event_fd;
 }
 
+/* Written once the lock is released (wake.c), so that the loop, woken by
+   it, does not find the lock still held.  Until then the descriptor may lag
+   the list by a moment: never the other way (a drain happens only with the
+   list empty), so at worst a dispatch finds nothing. */
 void pool__request_fd_signal_locked(pool_t *pool)
 {
-    uint64_t one = 1;
-    if (pool->event_fd >= 0 && write(pool->event_fd, &one, sizeof one) < 0) {
-        /* EAGAIN only, at a counter near 2^64: readable all the same. */
-    }
+    if (pool->event_fd >= 0)
+        pool__signal_fd_after_unlock(pool->event_fd);
 }
 
 void pool__request_fd_drain_locked(pool_t *pool)
@@ -174,7 +177,7 @@ void pool__request_handed_locked(pool_t *pool, pool_request_t *r)
     pool__reqheap_remove(&pool->deadlines, r);
     r->state = REQ_CHECKING;
     list_push(&pool->checking, r);
-    pthread_cond_signal(&pool->service_cond);
+    pool__wake_after_unlock(&pool->service_wake);
 }
 
 /* Into the line, at the back or (after its connection failed validation)
@@ -192,6 +195,6 @@ void pool__request_wait_locked(pool_t *pool, pool_request_t *r)
     if (r->deadline_us != INT64_MAX) {
         pool__reqheap_push(&pool->deadlines, r);
         if (pool__reqheap_top(&pool->deadlines) == r) /* the service thread sleeps too long */
-            pthread_cond_signal(&pool->service_cond);
+            pool__wake_after_unlock(&pool->service_wake);
     }
 }

@@ -49,7 +49,7 @@ bool pool__close_later_locked(pool_t *pool, pool_closing_t *batch)
     l->next = pool->close_later;
     pool->close_later = l;
     pool__closing_init(batch);
-    pthread_cond_signal(&pool->service_cond);
+    pool__wake_after_unlock(&pool->service_wake);
     return true;
 }
 
@@ -79,7 +79,7 @@ void pool__service_return_locked(pool_t *pool, pool_conn_t *c)
     else
         pool->returns_head = c;
     pool->returns_tail = c;
-    pthread_cond_signal(&pool->service_cond);
+    pool__wake_after_unlock(&pool->service_wake);
 }
 
 static pool_conn_t *next_return_locked(pool_t *pool)
@@ -223,7 +223,7 @@ void pool__service_forget_locked(pool_t *pool)
     if (pool->event_fd >= 0)
         close(pool->event_fd);
     pool->event_fd = -1;
-    pthread_cond_init(&pool->service_cond, &pool->cond_attr);
+    atomic_store(&pool->service_wake, WAKE_WAITING);
 }
 
 void *pool__service_main(void *arg)
@@ -231,6 +231,9 @@ void *pool__service_main(void *arg)
     pool_t *pool = arg;
     pthread_mutex_lock(&pool->lock);
     while (!pool->closed) {
+        /* From here on, work handed over sets WOKEN and the sleep below
+           does not begin. */
+        atomic_store_explicit(&pool->service_wake, WAKE_WAITING, memory_order_relaxed);
         pool_request_t *r = pool__reqlist_pop(&pool->checking);
         if (r) {
             serve_locked(pool, r);
@@ -250,12 +253,12 @@ void *pool__service_main(void *arg)
             expire_locked(pool, top);
             continue;
         }
-        if (top) {
-            struct timespec ts = pool__clock_abs_timespec(top->deadline_us);
-            pthread_cond_timedwait(&pool->service_cond, &pool->lock, &ts);
-        } else {
-            pthread_cond_wait(&pool->service_cond, &pool->lock);
-        }
+        int64_t until = top ? top->deadline_us : INT64_MAX;
+        pool_unlock(pool);
+        while (atomic_load_explicit(&pool->service_wake, memory_order_acquire) != WAKE_WOKEN &&
+               pool__clock_now_us() < until)
+            pool__wake_wait(&pool->service_wake, until);
+        pthread_mutex_lock(&pool->lock);
     }
     for (pool_conn_t *c; (c = next_return_locked(pool));)
         finish_return_locked(pool, c);

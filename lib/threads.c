@@ -30,7 +30,7 @@ int pool__start_threads(pool_t *pool)
         pool->closed = true;
         pthread_cond_broadcast(&pool->work_cond);
         pthread_cond_broadcast(&pool->maint_cond);
-        pthread_cond_broadcast(&pool->service_cond);
+        pool__wake_after_unlock(&pool->service_wake);
         pool_unlock(pool);
         pthread_join(pool->maint_thread, NULL);
         if (service)

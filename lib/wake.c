@@ -14,11 +14,14 @@
  * has left meanwhile (it timed out just as it was served, and found the
  * connection under the lock) is harmless: a private FUTEX_WAKE reads no
  * memory, and whoever sleeps at that address re-checks its word.  Linux only,
- * like the rest of the project.
+ * like the rest of the project.  The service thread (service.c) sleeps the
+ * same way, and a pool's eventfd (requests.c) is written the same way: after
+ * the unlock.
  */
 #include "pool_internal.h"
 
 #include <linux/futex.h>
+#include <stdint.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -59,9 +62,32 @@ void pool__wake_after_unlock(_Atomic uint32_t *word)
         kick(word); /* correct, only slower */
 }
 
+/* An eventfd (requests.c) this thread made readable under the lock, written
+   once it is released; -1: none. */
+static _Thread_local int pending_fd = -1;
+
+static void write_fd(int fd)
+{
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof one) < 0) {
+        /* EAGAIN only, at a counter near 2^64: readable all the same. */
+    }
+}
+
+void pool__signal_fd_after_unlock(int fd)
+{
+    if (pending_fd >= 0 && pending_fd != fd)
+        write_fd(pending_fd); /* another pool's, from a nested lock hold: at once */
+    pending_fd = fd;
+}
+
 void pool__wake_pending(void)
 {
     for (int i = 0; i < npending; i++)
         kick(pending[i]);
     npending = 0;
+    if (pending_fd >= 0) {
+        write_fd(pending_fd);
+        pending_fd = -1;
+    }
 }

@@ -52,6 +52,7 @@ typedef struct loop {
 typedef struct slot {
     loop_t *loop;
     PGconn *conn;
+    bool ok;
 } slot_t;
 
 static void ask(slot_t *s);
@@ -90,6 +91,7 @@ static void on_conn(pool_t *pool, PGconn *conn, pool_err_t err, void *arg)
 static void on_conn_body(slot_t *s, PGconn *conn)
 {
     s->conn = conn;
+    s->ok = false;
     if (!conn || !s->loop->query) {
         finish(s, conn != NULL);
         return;
@@ -106,14 +108,14 @@ static void on_socket(slot_t *s)
         finish(s, false);
         return;
     }
-    if (PQisBusy(s->conn))
-        return;
-    bool ok = false;
-    for (PGresult *r; (r = PQgetResult(s->conn));) {
-        ok = ok || PQresultStatus(r) == PGRES_TUPLES_OK;
+    for (PGresult *r; !PQisBusy(s->conn);) { /* else PQgetResult would block */
+        if (!(r = PQgetResult(s->conn))) {
+            finish(s, s->ok);
+            return;
+        }
+        s->ok = s->ok || PQresultStatus(r) == PGRES_TUPLES_OK;
         PQclear(r);
     }
-    finish(s, ok);
 }
 
 static void ask(slot_t *s)
