@@ -163,6 +163,11 @@ typedef struct pool_config {
                                 needs runs on a pool thread, and the connection is
                                 reused only after it finished; on_checkin still runs
                                 first, on the caller's thread (default 0) */
+    /* Added with sizing against the server. */
+    int lifetime_jitter_ms;  /* each connection's lifetime is max_lifetime_ms minus a
+                                random amount up to this, so connections opened
+                                together do not all retire together; less than
+                                max_lifetime_ms (default 0) */
 } pool_config_t;
 
 /* Latency histograms: fixed log2 buckets in microseconds. bucket[0] counts samples
@@ -218,6 +223,13 @@ typedef struct pool_stats {
                                   57P01-57P03, 25006 where writes are expected), so every
                                   connection then open to that host was retired */
     uint64_t closed_evicted;   /* closed because retired by an eviction or by pool_evict */
+    /* sizing against the server */
+    int effective_max;         /* gauge: the ceiling in force now, max_size + max_overflow
+                                  or lower: each refusal for lack of slots (SQLSTATE
+                                  53300) halves it, connects that succeed raise it again
+                                  one at a time */
+    uint64_t server_refusals;  /* connects the server refused for lack of slots (53300:
+                                  max_connections, a role's or a database's limit) */
 } pool_stats_t;
 
 /* ------------------------------------------------------------------------ */
@@ -240,7 +252,8 @@ POOL_EXTERN void pool_config_init_sized(pool_config_t *cfg, size_t size);
    settings that override the struct's fields (the operator's URL wins):
    pool_min_size, pool_max_size, pool_max_overflow, pool_max_waiting (counts),
    pool_acquire_timeout (-1 = for ever), pool_connect_timeout, pool_idle_timeout,
-   pool_max_lifetime, pool_ping_idle, pool_leak_timeout (durations: a whole
+   pool_max_lifetime, pool_ping_idle, pool_leak_timeout, pool_lifetime_jitter
+   (durations: a whole
    number with ms, s, min or h; bare = ms), pool_pre_ping and
    pool_return_in_background (0/1/on/off/true/false) and pool_reset_query
    (empty = none), as URI query parameters (percent-decoded)

@@ -81,7 +81,7 @@ static pool_err_t start_locked(pool_t *pool, pool_request_t *r)
         }
     }
     if (r->start_us >= r->deadline_us) {
-        int room = pool_max_total(pool) - pool->nopen - pool->nconnecting - pool->nclosing;
+        int room = pool_limit(pool) - pool->nopen - pool->nconnecting - pool->nclosing;
         if (pool->grow_wanted < room) { /* as pool_getconn_timeout(pool, 0) does */
             pool->grow_wanted++;
             pool__wake_workers_locked(pool);

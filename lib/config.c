@@ -97,6 +97,11 @@ int pool__config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen)
     CHECK(cfg->max_waiting >= 0, "max_waiting must not be negative (got %d)", cfg->max_waiting);
     CHECK(cfg->leak_timeout_ms >= 0, "leak_timeout_ms must not be negative (got %d)",
           cfg->leak_timeout_ms);
+    CHECK(cfg->lifetime_jitter_ms >= 0, "lifetime_jitter_ms must not be negative (got %d)",
+          cfg->lifetime_jitter_ms);
+    CHECK(cfg->max_lifetime_ms == 0 || cfg->lifetime_jitter_ms < cfg->max_lifetime_ms,
+          "lifetime_jitter_ms (%d) must be less than max_lifetime_ms (%d)", cfg->lifetime_jitter_ms,
+          cfg->max_lifetime_ms);
     CHECK(cfg->return_in_background == 0 || cfg->return_in_background == 1,
           "return_in_background must be 0 or 1 (got %d)", cfg->return_in_background);
 

@@ -54,10 +54,45 @@ static int wait_socket(PGconn *pg, short events, int64_t deadline_us, const atom
     }
 }
 
-static PGconn *open_failed(PGconn *pg, pool_t *pool, int slot, char *reason, size_t len,
-                           const char *why)
+/* libpq words a server's error at connect "SEVERITY:  message"; verbose,
+   "SEVERITY:  SQLSTATE: message" and a LOCATION line.  Connects run verbose
+   so that the SQLSTATE is known whatever language the server speaks; this
+   puts msg back in the default words and says whether a SQLSTATE was
+   `code`. */
+static bool unverbose(char *msg, const char *code)
 {
-    pool__copy_libpq_message(pool, reason, len, why ? why : PQerrorMessage(pg));
+    bool found = false;
+    for (char *p = strstr(msg, ":  "); p; p = strstr(p + 1, ":  ")) {
+        char *s = p + 3;
+        bool is_code = strlen(s) >= 7 && s[5] == ':' && s[6] == ' ';
+        for (int i = 0; is_code && i < 5; i++)
+            is_code = (s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'Z');
+        if (!is_code)
+            continue;
+        found = found || strncmp(s, code, 5) == 0;
+        memmove(s, s + 7, strlen(s + 7) + 1);
+    }
+    for (char *l = strstr(msg, "LOCATION:  "); l; l = strstr(l, "LOCATION:  ")) {
+        if (l != msg && l[-1] != '\n') {
+            l++;
+            continue;
+        }
+        char *end = strchr(l, '\n');
+        memmove(l, end ? end + 1 : l + strlen(l), strlen(end ? end + 1 : l + strlen(l)) + 1);
+    }
+    return found;
+}
+
+static PGconn *open_failed(PGconn *pg, pool_t *pool, int slot, char *reason, size_t len,
+                           const char *why, bool *refused)
+{
+    char said[2 * POOL_MSG_LEN];
+    if (!why && pg) {
+        snprintf(said, sizeof said, "%s", PQerrorMessage(pg));
+        *refused = unverbose(said, "53300") || *refused; /* too many connections */
+        why = said;
+    }
+    pool__copy_libpq_message(pool, reason, len, why ? why : "out of memory");
     pool__inflight_set(pool, slot, NULL);
     if (pg)
         pool__conn_close(pg);
@@ -70,21 +105,22 @@ static PGconn *open_failed(PGconn *pg, pool_t *pool, int slot, char *reason, siz
    none) from its first step until the caller releases the slot.  NULL with
    libpq's reason, scrubbed, in reason. */
 PGconn *pool__conn_open_params(pool_t *pool, int slot, const char *const *keywords,
-                               const char *const *values, char *reason, size_t len)
+                               const char *const *values, char *reason, size_t len, bool *refused)
 {
     int64_t deadline = pool__clock_now_us() + (int64_t)pool->cfg.connect_timeout_ms * 1000;
 
     PGconn *pg = PQconnectStartParams(keywords, values, 0);
     if (!pg)
-        return open_failed(NULL, pool, slot, reason, len, "out of memory");
+        return open_failed(NULL, pool, slot, reason, len, "out of memory", refused);
     pool__inflight_set(pool, slot, pg);
+    PQsetErrorVerbosity(pg, PQERRORS_VERBOSE); /* for the SQLSTATE of a refusal: unverbose() */
     if (PQstatus(pg) == CONNECTION_BAD)
-        return open_failed(pg, pool, slot, reason, len, NULL);
+        return open_failed(pg, pool, slot, reason, len, NULL, refused);
 
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK) {
         if (st == PGRES_POLLING_FAILED)
-            return open_failed(pg, pool, slot, reason, len, NULL);
+            return open_failed(pg, pool, slot, reason, len, NULL, refused);
         int r = wait_socket(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline,
                             &pool->stopping);
         if (r == 0) {
@@ -92,13 +128,15 @@ PGconn *pool__conn_open_params(pool_t *pool, int slot, const char *const *keywor
             snprintf(why, sizeof why, atomic_load(&pool->stopping) ? "pool is closing"
                                                                    : "timeout expired after %d ms",
                      pool->cfg.connect_timeout_ms);
-            return open_failed(pg, pool, slot, reason, len, why);
+            return open_failed(pg, pool, slot, reason, len, why, refused);
         }
         if (r < 0)
-            return open_failed(pg, pool, slot, reason, len, "socket error while connecting");
+            return open_failed(pg, pool, slot, reason, len, "socket error while connecting",
+                               refused);
         st = pool__inflight_poll(pool, slot, pg);
     }
 
+    PQsetErrorVerbosity(pg, PQERRORS_DEFAULT);
     PQsetNoticeProcessor(pg, notice_to_log, pool);
     if (pool->cfg.on_connect) {
         pool__inflight_in_hook(pool, slot, true);
@@ -106,10 +144,12 @@ PGconn *pool__conn_open_params(pool_t *pool, int slot, const char *const *keywor
         bool broken = !rejected && pool__conn_check_nowait(pg, false) != CONN_ALIVE;
         pool__inflight_in_hook(pool, slot, false);
         if (rejected)
-            return open_failed(pg, pool, slot, reason, len, "on_connect rejected the connection");
+            return open_failed(pg, pool, slot, reason, len, "on_connect rejected the connection",
+                               refused);
         if (broken)
             return open_failed(pg, pool, slot, reason, len,
-                               "on_connect left the connection broken, busy or inside a transaction");
+                               "on_connect left the connection broken, busy or inside a transaction",
+                               refused);
     }
     return pg;
 }

@@ -73,6 +73,9 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
     atomic_init(&pool->stopping, false);
     static _Atomic uint64_t last_id;
     pool->id = atomic_fetch_add(&last_id, 1) + 1;
+    pool->rng = 0x9e3779b97f4a7c15u ^ (pool->id * 0xbf58476d1ce4e5b9u) ^ (uint64_t)pool__clock_now_us();
+    if (!pool->rng)
+        pool->rng = 1;
     pool->fork_gen = fork_generation();
     pool->map_total = pool_max_total(pool);
     pool->magic = POOL_MAGIC;

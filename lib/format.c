@@ -146,6 +146,10 @@ static void format_prometheus(out_t *o, const pool_stats_t *s, size_t size, cons
     prom_value(o, "min_size", "gauge", "Configured min_size.", name, (uint64_t)s->min_size);
     prom_value(o, "max_size", "gauge", "Configured max_size.", name, (uint64_t)s->max_size);
     prom_value(o, "max_overflow", "gauge", "Configured max_overflow.", name, (uint64_t)s->max_overflow);
+    if (HAS(effective_max))
+        prom_value(o, "effective_max", "gauge",
+                   "The ceiling in force: max_size + max_overflow, or lower after the server refused.",
+                   name, (uint64_t)s->effective_max);
 
     const struct {
         const char *metric, *help;
@@ -169,6 +173,8 @@ static void format_prometheus(out_t *o, const pool_stats_t *s, size_t size, cons
         {"evictions_total", "Host-wide evictions after a connection to the host failed.", s->evictions, HAS(evictions)},
         {"closed_evicted_total", "Connections closed because retired by an eviction or pool_evict.",
          s->closed_evicted, HAS(closed_evicted)},
+        {"server_refusals_total", "Connects the server refused for lack of slots (SQLSTATE 53300).",
+         s->server_refusals, HAS(server_refusals)},
     };
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
         if (counters[i].present)
@@ -226,6 +232,8 @@ static void format_json(out_t *o, const pool_stats_t *s, size_t size, const char
         {"closed_role", s->closed_role, HAS(closed_role)},
         {"evictions", s->evictions, HAS(evictions)},
         {"closed_evicted", s->closed_evicted, HAS(closed_evicted)},
+        {"effective_max", (uint64_t)s->effective_max, HAS(effective_max)},
+        {"server_refusals", s->server_refusals, HAS(server_refusals)},
         {"wait_us_total", s->wait_us_total, true},
         {"wait_us_max", s->wait_us_max, true},
         {"hold_us_total", s->hold_us_total, true},

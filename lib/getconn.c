@@ -50,7 +50,7 @@ static pool_conn_t *pick_idle_locked(pool_t *pool)
 static pool_err_t may_wait_locked(pool_t *pool, borrow_t *b)
 {
     if (pool__clock_now_us() >= b->k.deadline_us) {
-        int room = pool_max_total(pool) - pool->nopen - pool->nconnecting - pool->nclosing;
+        int room = pool_limit(pool) - pool->nopen - pool->nconnecting - pool->nclosing;
         if (!b->at_front && pool->grow_wanted < room) {
             /* A caller that may not wait still asks for one more connection
                (where there is room), so that the next such caller finds one. */

@@ -334,7 +334,8 @@ static void append_reason(const pool_hosts_t *h, int j, int pass, const char *re
 
 /* One attempt per host (two passes for prefer-standby), failed hosts last.
    Lock NOT held: it takes the lock briefly to record each host's outcome. */
-PGconn *pool__hosts_connect(pool_t *pool, int slot, int *host, char *err, size_t errlen)
+PGconn *pool__hosts_connect(pool_t *pool, int slot, int *host, char *err, size_t errlen,
+                            bool *refused)
 {
     const pool_hosts_t *h = &pool->hosts;
     attempt_t a;
@@ -352,7 +353,7 @@ PGconn *pool__hosts_connect(pool_t *pool, int slot, int *host, char *err, size_t
             int j = a.order[i];
             a.val[a.k] = h->host[j], a.val[a.k + 1] = h->hostaddr[j], a.val[a.k + 2] = h->port[j];
             a.val[a.k + 3] = pass_target(h, pass);
-            pg = pool__conn_open_params(pool, slot, a.kw, a.val, reason, sizeof reason);
+            pg = pool__conn_open_params(pool, slot, a.kw, a.val, reason, sizeof reason, refused);
             /* prefer-standby's first pass turning a primary away is no fault. */
             if (pg || last_pass)
                 record_attempt(pool, j, pg != NULL);

@@ -15,7 +15,8 @@
 static int64_t tick_us(const pool_config_t *cfg)
 {
     int64_t tick = 1000000;
-    int timeouts[] = {cfg->idle_timeout_ms, cfg->max_lifetime_ms, cfg->leak_timeout_ms};
+    int timeouts[] = {cfg->idle_timeout_ms, cfg->max_lifetime_ms - cfg->lifetime_jitter_ms,
+                      cfg->leak_timeout_ms};
     for (size_t i = 0; i < sizeof timeouts / sizeof timeouts[0]; i++)
         if (timeouts[i] > 0 && (int64_t)timeouts[i] * 250 < tick)
             tick = (int64_t)timeouts[i] * 250;

@@ -162,12 +162,12 @@ int pool__detach_idle_locked(pool_t *pool, int keep, pool_closing_t *out)
 
 /* How many more connections the workers should open now: enough for min_size
    and for every waiter no attempt is already under way for, within the room
-   left under max_size + max_overflow. */
-int pool__connect_demand_locked(const pool_t *pool)
+   left under `limit`. */
+static int demand_under_locked(const pool_t *pool, int limit)
 {
     if (pool->closed)
         return 0;
-    int room = pool_max_total(pool) - pool->nopen - pool->nconnecting - pool->nclosing;
+    int room = limit - pool->nopen - pool->nconnecting - pool->nclosing;
     int for_min = pool->cfg.min_size - pool->nopen - pool->nconnecting;
     /* Paused, nobody is served: connections are kept to min_size only. */
     int for_waiters = pool->paused ? 0 : pool->waiters.len + pool->grow_wanted - pool->nconnecting;
@@ -175,11 +175,24 @@ int pool__connect_demand_locked(const pool_t *pool)
     return want < room ? want : room;
 }
 
+/* Within the ceiling in force (pool_limit). */
+int pool__connect_demand_locked(const pool_t *pool)
+{
+    return demand_under_locked(pool, pool_limit(pool));
+}
+
+/* Whether more connections are wanted than a learnt ceiling lets the
+   workers open: a probe above it is due (workers.c). */
+bool pool__ceiling_holds_back_locked(const pool_t *pool)
+{
+    return pool->ceiling > 0 && demand_under_locked(pool, pool_max_total(pool)) > 0;
+}
+
 void pool__wake_workers_locked(pool_t *pool)
 {
     int demand = pool__connect_demand_locked(pool);
-    if (demand == 1)
-        pthread_cond_signal(&pool->work_cond);
+    if (demand == 1 || (demand <= 0 && pool->ceiling > 0 && pool__ceiling_holds_back_locked(pool)))
+        pthread_cond_signal(&pool->work_cond); /* to open one, or to probe above the ceiling */
     else if (demand > 1)
         pthread_cond_broadcast(&pool->work_cond);
 }
@@ -248,7 +261,7 @@ void pool__make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us, p
         pool__detach_locked(pool, c, CLOSE_EVICTED, out);
         return;
     }
-    if (pool->closed || pool->nopen > pool_max_total(pool)) {
+    if (pool->closed || pool->nopen > pool_limit(pool)) {
         pool__detach_locked(pool, c, CLOSE_EXCESS, out);
         return;
     }
@@ -276,8 +289,19 @@ void pool__serve_waiters_locked(pool_t *pool)
     }
 }
 
+/* xorshift64: uniform enough to spread retirements and retries, and no lock
+   or syscall of libc's rand. */
+uint64_t pool__random_locked(pool_t *pool)
+{
+    uint64_t x = pool->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    pool->rng = x;
+    return x;
+}
+
 bool pool__past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us)
 {
-    return pool->cfg.max_lifetime_ms > 0 &&
-           now_us - c->created_us >= (int64_t)pool->cfg.max_lifetime_ms * 1000;
+    return pool->cfg.max_lifetime_ms > 0 && now_us - c->created_us >= c->lifetime_us;
 }

@@ -66,6 +66,8 @@
 #define POOL_INFLIGHT_SLOTS (POOL_CONNECT_WORKERS + 1) /* and pool_create's own */
 #define POOL_BACKOFF_MIN_US 10000   /* first retry after a failed connect */
 #define POOL_BACKOFF_MAX_US 1000000 /* retries never wait longer than this */
+#define POOL_CEILING_STEP_US 100000 /* a ceiling learnt from refusals rises by one this
+                                       often (jittered) while connects succeed */
 #define POOL_HOST_DOWN_MIN_US 1000000  /* a host that failed an attempt goes last this long, */
 #define POOL_HOST_DOWN_MAX_US 8000000  /* doubling while it keeps failing, up to this */
 #define POOL_CLOSE_BATCH 32         /* connections detached per lock hold, closed after it */
@@ -114,6 +116,7 @@ typedef struct pool_conn {
                                         pool->lock */
     struct pool_conn *all_next;      /* every slot ever made; immutable once linked */
     int64_t created_us;              /* set when the connection is tracked, then immutable */
+    int64_t lifetime_us;             /* max_lifetime_ms less its jitter; set with created_us */
     int64_t idle_since_us;           /* written by whoever makes it IDLE or PARKED, before
                                         publishing that state; read after claiming it */
     _Atomic int64_t checkout_us;     /* written by the holder; read by maint (leaks) */
@@ -351,6 +354,13 @@ struct pool {
     int64_t warn_last_us;            /* when a close nobody asked for was last logged;
                                         guarded by lock */
     int warn_suppressed;             /* such closes not logged since; guarded by lock */
+    uint64_t rng;                    /* xorshift state for jitter; guarded by lock */
+    int ceiling;                     /* 0: none; else the most connections open at once
+                                        since the server refused one for lack of slots
+                                        (53300), halved at each refusal, raised by one per
+                                        probe that succeeds (workers.c); guarded by lock */
+    int64_t probe_at_us;             /* no probe above the ceiling before; guarded by lock */
+    int64_t refusal_said_us;         /* when a refusal was last logged; guarded by lock */
 
     _Atomic unsigned fork_gen;       /* fork generation the state belongs to; written under
                                         lock, read by the fast path without it */
@@ -483,7 +493,8 @@ void pool__settings_free(pool_settings_t *s);
 
 /* conn.c: one connection, held by the caller; never under the lock */
 PGconn *pool__conn_open_params(pool_t *pool, int slot, const char *const *keywords,
-                               const char *const *values, char *reason, size_t len);
+                               const char *const *values, char *reason, size_t len,
+                               bool *refused);
 typedef enum conn_health {
     CONN_DEAD,        /* closed, broken, busy or inside a transaction */
     CONN_ALIVE,       /* nothing suggests otherwise */
@@ -503,7 +514,8 @@ bool pool__session_identity_changed(const pool_conn_t *c);
 /* hosts.c: one attempt per host of the conninfo, bounded each */
 int pool__hosts_init(pool_hosts_t *h, const char *conninfo, bool random_order, char *err, size_t errlen);
 void pool__hosts_free(pool_hosts_t *h);
-PGconn *pool__hosts_connect(pool_t *pool, int slot, int *host, char *err, size_t errlen);
+PGconn *pool__hosts_connect(pool_t *pool, int slot, int *host, char *err, size_t errlen,
+                            bool *refused);
 bool pool__hosts_role_ok(const pool_hosts_t *h, PGconn *pg);
 const char *pool__hosts_name(const pool_hosts_t *h, int j); /* host, else hostaddr; "" = default */
 bool pool__hosts_expect_writes(const pool_hosts_t *h);
@@ -532,6 +544,8 @@ void pool__release_slot_locked(pool_t *pool, pool_conn_t *c);
 void pool__detach_locked(pool_t *pool, pool_conn_t *c, close_reason_t why, pool_closing_t *out);
 int pool__detach_idle_locked(pool_t *pool, int keep, pool_closing_t *out);
 int pool__connect_demand_locked(const pool_t *pool);
+bool pool__ceiling_holds_back_locked(const pool_t *pool);
+uint64_t pool__random_locked(pool_t *pool);
 void pool__wake_workers_locked(pool_t *pool);
 void pool__make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us, pool_closing_t *out);
 void pool__serve_waiters_locked(pool_t *pool);
@@ -560,6 +574,7 @@ typedef struct pool_opening {
     PGconn *pg;
     pool_conn_t *spare;              /* allocated off the lock, in case no slot is free */
     int slot;                        /* its inflight slot (inflight.c) until adopted */
+    bool refused;                    /* failed: a server refused it for lack of slots (53300) */
     int host;
     int64_t started_us;
 } pool_opening_t;
@@ -635,6 +650,20 @@ static inline unsigned fork_generation(void)
 }
 void pool__enter_locked(pool_t *pool); /* first, under the lock, in every entry point */
 
+/* Open connections never exceed this.  Caller holds pool->lock. */
+static inline int pool_max_total(const pool_t *pool)
+{
+    return pool->cfg.max_size + pool->cfg.max_overflow;
+}
+
+/* The ceiling in force: max_size + max_overflow, or the lower one learnt
+   from the server's refusals (workers.c). */
+static inline int pool_limit(const pool_t *pool)
+{
+    int max = pool_max_total(pool);
+    return pool->ceiling > 0 && pool->ceiling < max ? pool->ceiling : max;
+}
+
 /* Releases the pool's lock, then wakes the waiters this thread handed
    connections to meanwhile.  Every unlock in lib/ goes through here. */
 static inline void pool_unlock(pool_t *pool)
@@ -643,7 +672,7 @@ static inline void pool_unlock(pool_t *pool)
        Closing it where a caller starts to wait is done at once, in
        claim_locked (the handshake in fast.c); here it catches the rest. */
     bool ok = !pool->closed && !pool->paused && pool->waiters.len == 0 &&
-              pool->nopen <= pool->cfg.max_size;
+              pool->nopen <= pool->cfg.max_size && pool->nopen <= pool_limit(pool);
     if (atomic_load_explicit(&pool->fast_ok, memory_order_relaxed) != ok)
         atomic_store(&pool->fast_ok, ok);
     pthread_mutex_unlock(&pool->lock);
@@ -679,12 +708,6 @@ static inline void pool__cancel_restore(int old)
 static inline bool pool_is_live(const pool_t *pool)
 {
     return pool && pool->magic == POOL_MAGIC;
-}
-
-/* Open connections never exceed this.  Caller holds pool->lock. */
-static inline int pool_max_total(const pool_t *pool)
-{
-    return pool->cfg.max_size + pool->cfg.max_overflow;
 }
 
 /* Retired by pool_evict or by its host's eviction: never handed out again.

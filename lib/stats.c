@@ -62,6 +62,7 @@ int pool_get_stats_sized(pool_t *pool, pool_stats_t *caller_out, size_t size)
     out->min_size = pool->cfg.min_size;
     out->max_size = pool->cfg.max_size;
     out->max_overflow = pool->cfg.max_overflow;
+    out->effective_max = pool_limit(pool);
     pool_unlock(pool);
     pool__copy_out(caller_out, size, &whole, sizeof whole);
     return POOL_OK;

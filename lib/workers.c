@@ -8,17 +8,43 @@
  * depends on a connect, a connect that outlives its caller still serves the
  * next one, and attempts in flight are bounded by the number of workers.
  * After a failure the workers back off exponentially (10 ms doubling to 1 s),
- * so a crowd of callers cannot storm a database that is recovering.
+ * so a crowd of callers cannot storm a database that is recovering.  A
+ * server with no slot to spare (SQLSTATE 53300) also lowers the pool's
+ * ceiling (pool_limit): halved at once, raised by one every ~100 ms while
+ * connects succeed and callers want more, back to max_size + max_overflow.
  */
 #include "pool_internal.h"
 
 #include <stdio.h>
 
+/* A delay of `us`, give or take half of it, so that pools refused together
+   do not come back together. */
+static int64_t jittered_locked(pool_t *pool, int64_t us)
+{
+    return us / 2 + (int64_t)(pool__random_locked(pool) % (uint64_t)(us + 1));
+}
+
+/* The server refused a connection for lack of slots (53300): the ceiling
+   halves at once (never below 1) from what this pool holds, idle
+   connections above it are let go (into *out) for others to have, and the
+   next attempt waits a jittered backoff.  Callers waiting are not failed:
+   returns serve them, and the next attempts, while their deadlines allow. */
+static void refused_locked(pool_t *pool, int64_t now_us, pool_closing_t *out)
+{
+    pool->stats.server_refusals++;
+    int held = pool->nopen < pool_limit(pool) ? pool->nopen : pool_limit(pool);
+    pool->ceiling = held / 2 > 1 ? held / 2 : 1;
+    pool->backoff_until_us = now_us + jittered_locked(pool, pool->backoff_us);
+    pool->probe_at_us = pool->backoff_until_us;
+    pool__detach_idle_locked(pool, pool->ceiling, out);
+}
+
 /* Records a failed attempt.  When nothing is open that could come back and no
    other attempt is under way, every waiter fails now with libpq's reason
-   instead of waiting out its timeout (woken once the lock is released). */
-static void workers_connect_failed_locked(pool_t *pool, pool_err_t rc, const char *msg,
-                                          int64_t now_us)
+   instead of waiting out its timeout (woken once the lock is released);
+   not when the server only lacked a free slot (refused_locked). */
+static void workers_connect_failed_locked(pool_t *pool, const pool_opening_t *o, pool_err_t rc,
+                                          const char *msg, int64_t now_us, pool_closing_t *out)
 {
     pool->stats.connect_errors++;
     snprintf(pool->last_error, sizeof pool->last_error, "%s", msg);
@@ -26,6 +52,10 @@ static void workers_connect_failed_locked(pool_t *pool, pool_err_t rc, const cha
     pool->grow_wanted = 0; /* those callers are long gone */
     pool->backoff_us = backoff_next(pool->backoff_us, POOL_BACKOFF_MIN_US, POOL_BACKOFF_MAX_US);
     pool->backoff_until_us = now_us + pool->backoff_us;
+    if (o->refused) {
+        refused_locked(pool, now_us, out);
+        return;
+    }
     if (pool->nopen > 0 || pool->nconnecting > 0)
         return;
     for (pool_waiter_t *w; (w = pool__waitq_pop_front(&pool->waiters));)
@@ -57,13 +87,24 @@ static void connect_once_locked(pool_t *pool)
     if (ok)
         pool__open_adopt_locked(pool, &o, epoch, &excess);
     else
-        workers_connect_failed_locked(pool, rc, err, pool__clock_now_us());
+        workers_connect_failed_locked(pool, &o, rc, err, pool__clock_now_us(), &excess);
     bool stopping = pool->closed;
+    int ceiling = pool_limit(pool);
+    /* Refusals come in storms: said at most once a second. */
+    int64_t now = pool__clock_now_us();
+    bool say_refused = !ok && o.refused && now - pool->refusal_said_us >= 1000000;
+    if (say_refused)
+        pool->refusal_said_us = now;
     pool_unlock(pool);
 
     pool__open_done(&o);
     pool__close_finish(pool, &excess);
-    if (!ok && !was_failing && !stopping)
+    if (say_refused && !stopping)
+        pool__log(pool, POOL_LOG_WARN,
+                  "%s; the server has no slot to spare (SQLSTATE 53300): this pool's ceiling is "
+                  "now %d, retrying with backoff",
+                  err, ceiling);
+    else if (!ok && !o.refused && !was_failing && !stopping)
         pool__log(pool, POOL_LOG_WARN, "%s; retrying with backoff", err);
     else if (ok && was_failing)
         pool__log(pool, POOL_LOG_INFO, "connections succeed again");
@@ -79,7 +120,21 @@ void *pool__connect_worker_main(void *arg)
     pthread_mutex_lock(&pool->lock);
     while (!pool->closed) {
         if (pool__connect_demand_locked(pool) <= 0) {
-            pthread_cond_wait(&pool->work_cond, &pool->lock);
+            if (!pool__ceiling_holds_back_locked(pool)) {
+                pthread_cond_wait(&pool->work_cond, &pool->lock);
+                continue;
+            }
+            /* Wanted above the learnt ceiling: one more, once its time has
+               come, and one more after each step while they succeed. */
+            int64_t now = pool__clock_now_us();
+            if (now < pool->probe_at_us) {
+                struct timespec ts = pool__clock_abs_timespec(pool->probe_at_us);
+                pthread_cond_timedwait(&pool->work_cond, &pool->lock, &ts);
+                continue;
+            }
+            if (++pool->ceiling >= pool_max_total(pool))
+                pool->ceiling = 0; /* back to the configured maximum */
+            pool->probe_at_us = now + jittered_locked(pool, POOL_CEILING_STEP_US);
             continue;
         }
         int64_t now = pool__clock_now_us();

@@ -151,6 +151,56 @@ static void test_a_connection_held_past_leak_timeout_is_reported_once(void **sta
     pool_destroy(pool);
 }
 
+/* 50 connections opened together, lifetime 6 s less up to 5 s of jitter:
+   the retirements spread over the window instead of landing in one sweep
+   (without jitter the first 25 go within the opening's own spread). */
+#define JITTERED 50
+
+static void test_lifetime_jitter_spreads_the_retirements(void **state)
+{
+    pool_config_t cfg;
+    test_config(&cfg, "life_jitter");
+    cfg.min_size = JITTERED;
+    cfg.max_size = JITTERED;
+    cfg.max_lifetime_ms = 6000;
+    cfg.lifetime_jitter_ms = 5000;
+    int64_t t0 = test_now_ms();
+    pool_t *pool = test_pool_create(&cfg);
+    int64_t opened_ms = test_now_ms() - t0;
+    int64_t first = -1, half = -1;
+    while (half < 0 && test_now_ms() - t0 < 15000) {
+        pool_stats_t st;
+        assert_pool_stats(pool, &st);
+        if (first < 0 && st.closed_lifetime >= 1)
+            first = test_now_ms();
+        if (st.closed_lifetime >= JITTERED / 2)
+            half = test_now_ms();
+        test_sleep_ms(20);
+    }
+    assert_true(first >= 0 && half >= 0);
+    print_message("opened %d in %lld ms; first retirement %lld ms later, the %dth %lld ms after it\n",
+                  JITTERED, (long long)opened_ms, (long long)(first - t0), JITTERED / 2,
+                  (long long)(half - first));
+    assert_true(first - t0 >= 900); /* no lifetime below max_lifetime - jitter */
+    assert_true(half - first >= opened_ms + 1000);
+    pool_destroy(pool);
+}
+
+static void test_lifetime_jitter_is_checked(void **state)
+{
+    pool_config_t cfg;
+    test_config(&cfg, "life_jitter_bad");
+    cfg.max_lifetime_ms = 1000;
+    cfg.lifetime_jitter_ms = 1000;
+    char err[POOL_ERRMSG_SIZE];
+    assert_null(pool_create(&cfg, err, sizeof err));
+    assert_int_equal(pool_errcode(), POOL_EINVAL);
+    assert_non_null(strstr(err, "lifetime_jitter_ms"));
+    cfg.lifetime_jitter_ms = -1;
+    assert_null(pool_create(&cfg, err, sizeof err));
+    assert_non_null(strstr(err, "lifetime_jitter_ms"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -160,6 +210,8 @@ int main(void)
         cmocka_unit_test(test_lifetime_never_closes_a_connection_in_use),
         cmocka_unit_test(test_pool_refills_to_min_size_after_backends_die),
         cmocka_unit_test(test_a_connection_held_past_leak_timeout_is_reported_once),
+        cmocka_unit_test(test_lifetime_jitter_spreads_the_retirements),
+        cmocka_unit_test(test_lifetime_jitter_is_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
