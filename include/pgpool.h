@@ -168,6 +168,17 @@ typedef struct pool_config {
                                 random amount up to this, so connections opened
                                 together do not all retire together; less than
                                 max_lifetime_ms (default 0) */
+    int (*get_password)(char *buf, size_t len, int refresh, void *arg); /* NULL (the
+                                default): the conninfo's password.  Else called before
+                                each new connection, with the lock released (on a pool
+                                thread; pool_create's first connections on its
+                                caller's), refresh 0; and once more, refresh 1, when
+                                the server rejects the password (SQLSTATE 28P01 or
+                                28000), followed by one retry.  Writes a NUL-terminated
+                                password into buf and returns 0; nonzero fails the
+                                attempt.  pgpool zeroes its copy after the connect and
+                                never logs it or shows it in an error; with pool_evict,
+                                credentials rotate without a new pool */
 } pool_config_t;
 
 /* Latency histograms: fixed log2 buckets in microseconds. bucket[0] counts samples

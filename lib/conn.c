@@ -57,9 +57,9 @@ static int wait_socket(PGconn *pg, short events, int64_t deadline_us, const atom
 /* libpq words a server's error at connect "SEVERITY:  message"; verbose,
    "SEVERITY:  SQLSTATE: message" and a LOCATION line.  Connects run verbose
    so that the SQLSTATE is known whatever language the server speaks; this
-   puts msg back in the default words and says whether a SQLSTATE was
-   `code`. */
-static bool unverbose(char *msg, const char *code)
+   puts msg back in the default words and copies the first SQLSTATE into
+   code (6 bytes; "" when there is none). */
+static void unverbose(char *msg, char *code)
 {
     bool found = false;
     for (char *p = strstr(msg, ":  "); p; p = strstr(p + 1, ":  ")) {
@@ -69,7 +69,11 @@ static bool unverbose(char *msg, const char *code)
             is_code = (s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'Z');
         if (!is_code)
             continue;
-        found = found || strncmp(s, code, 5) == 0;
+        if (!found) {
+            memcpy(code, s, 5);
+            code[5] = '\0';
+            found = true;
+        }
         memmove(s, s + 7, strlen(s + 7) + 1);
     }
     for (char *l = strstr(msg, "LOCATION:  "); l; l = strstr(l, "LOCATION:  ")) {
@@ -80,16 +84,15 @@ static bool unverbose(char *msg, const char *code)
         char *end = strchr(l, '\n');
         memmove(l, end ? end + 1 : l + strlen(l), strlen(end ? end + 1 : l + strlen(l)) + 1);
     }
-    return found;
 }
 
 static PGconn *open_failed(PGconn *pg, pool_t *pool, int slot, char *reason, size_t len,
-                           const char *why, bool *refused)
+                           const char *why, char *sqlstate)
 {
     char said[2 * POOL_MSG_LEN];
     if (!why && pg) {
         snprintf(said, sizeof said, "%s", PQerrorMessage(pg));
-        *refused = unverbose(said, "53300") || *refused; /* too many connections */
+        unverbose(said, sqlstate);
         why = said;
     }
     pool__copy_libpq_message(pool, reason, len, why ? why : "out of memory");
@@ -103,24 +106,27 @@ static PGconn *open_failed(PGconn *pg, pool_t *pool, int slot, char *reason, siz
    PQconnectStartParams/PQconnectPoll, bounded by connect_timeout_ms, then
    runs on_connect.  The PGconn is published in inflight slot `slot` (-1:
    none) from its first step until the caller releases the slot.  NULL with
-   libpq's reason, scrubbed, in reason. */
+   libpq's reason, scrubbed, in reason, and the server's SQLSTATE, if it
+   said one, in sqlstate (6 bytes). */
 PGconn *pool__conn_open_params(pool_t *pool, int slot, const char *const *keywords,
-                               const char *const *values, char *reason, size_t len, bool *refused)
+                               const char *const *values, char *reason, size_t len,
+                               char *sqlstate)
 {
+    sqlstate[0] = '\0';
     int64_t deadline = pool__clock_now_us() + (int64_t)pool->cfg.connect_timeout_ms * 1000;
 
     PGconn *pg = PQconnectStartParams(keywords, values, 0);
     if (!pg)
-        return open_failed(NULL, pool, slot, reason, len, "out of memory", refused);
+        return open_failed(NULL, pool, slot, reason, len, "out of memory", sqlstate);
     pool__inflight_set(pool, slot, pg);
     PQsetErrorVerbosity(pg, PQERRORS_VERBOSE); /* for the SQLSTATE of a refusal: unverbose() */
     if (PQstatus(pg) == CONNECTION_BAD)
-        return open_failed(pg, pool, slot, reason, len, NULL, refused);
+        return open_failed(pg, pool, slot, reason, len, NULL, sqlstate);
 
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK) {
         if (st == PGRES_POLLING_FAILED)
-            return open_failed(pg, pool, slot, reason, len, NULL, refused);
+            return open_failed(pg, pool, slot, reason, len, NULL, sqlstate);
         int r = wait_socket(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline,
                             &pool->stopping);
         if (r == 0) {
@@ -128,11 +134,11 @@ PGconn *pool__conn_open_params(pool_t *pool, int slot, const char *const *keywor
             snprintf(why, sizeof why, atomic_load(&pool->stopping) ? "pool is closing"
                                                                    : "timeout expired after %d ms",
                      pool->cfg.connect_timeout_ms);
-            return open_failed(pg, pool, slot, reason, len, why, refused);
+            return open_failed(pg, pool, slot, reason, len, why, sqlstate);
         }
         if (r < 0)
             return open_failed(pg, pool, slot, reason, len, "socket error while connecting",
-                               refused);
+                               sqlstate);
         st = pool__inflight_poll(pool, slot, pg);
     }
 
@@ -145,11 +151,11 @@ PGconn *pool__conn_open_params(pool_t *pool, int slot, const char *const *keywor
         pool__inflight_in_hook(pool, slot, false);
         if (rejected)
             return open_failed(pg, pool, slot, reason, len, "on_connect rejected the connection",
-                               refused);
+                               sqlstate);
         if (broken)
             return open_failed(pg, pool, slot, reason, len,
                                "on_connect left the connection broken, busy or inside a transaction",
-                               refused);
+                               sqlstate);
     }
     return pg;
 }

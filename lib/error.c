@@ -56,9 +56,10 @@ void pool__set_error(pool_err_t code, const char *fmt, ...)
 
 /* Replaces every occurrence of the pool's password in msg (a buffer of
    POOL_MSG_LEN bytes) with asterisks. */
-static void pool_scrub(const pool_t *pool, char *msg)
+/* Every occurrence of secret in msg (POOL_MSG_LEN bytes) becomes ********. */
+void pool__scrub_secret(char *msg, const char *secret)
 {
-    const char *pw = pool ? pool->password : NULL;
+    const char *pw = secret;
     if (!pw || !*pw || !strstr(msg, pw))
         return;
     char out[POOL_MSG_LEN];
@@ -75,6 +76,11 @@ static void pool_scrub(const pool_t *pool, char *msg)
     }
     out[o] = '\0';
     memcpy(msg, out, o + 1);
+}
+
+static void pool_scrub(const pool_t *pool, char *msg)
+{
+    pool__scrub_secret(msg, pool ? pool->password : NULL);
 }
 
 /* Copies a libpq message on one line: each run of newlines, tabs and spaces

@@ -277,7 +277,8 @@ const char *pool__hosts_name(const pool_hosts_t *h, int j)
 }
 
 /* One connect's keyword/value arrays: every option libpq parsed with a value
-   but the four set per host, then those four (from index k).  Two workers
+   but the four set per host, then those four (from index k), then, with
+   get_password, the password (index k + 4; the conninfo's is left out).  Two workers
    connect at once: the arrays are each call's own, and what is learnt of
    each host (record_attempt) is written under pool->lock. */
 typedef struct attempt {
@@ -299,7 +300,7 @@ static bool attempt_init(pool_t *pool, int slot, attempt_t *a)
     size_t nopts = 0;
     for (const PQconninfoOption *o = h->opts; o->keyword; o++)
         nopts++;
-    size_t strings = (nopts + 5) * sizeof(const char *);
+    size_t strings = (nopts + 6) * sizeof(const char *);
     a->block = malloc(2 * strings + (size_t)h->n * sizeof *a->order);
     if (!a->block)
         return false;
@@ -309,13 +310,16 @@ static bool attempt_init(pool_t *pool, int slot, attempt_t *a)
     a->order = (int *)(void *)((char *)a->block + 2 * strings);
     int k = 0;
     for (const PQconninfoOption *o = h->opts; o->keyword; o++)
-        if (o->val && !per_host(o->keyword)) {
+        if (o->val && !per_host(o->keyword) &&
+            !(pool->cfg.get_password && strcmp(o->keyword, "password") == 0)) {
             a->kw[k] = o->keyword;
             a->val[k++] = o->val;
         }
     a->kw[k] = "host", a->kw[k + 1] = "hostaddr", a->kw[k + 2] = "port";
     a->kw[k + 3] = "target_session_attrs";
-    a->kw[k + 4] = a->val[k + 4] = NULL;
+    a->kw[k + 4] = pool->cfg.get_password ? "password" : NULL;
+    a->val[k + 4] = NULL;
+    a->kw[k + 5] = a->val[k + 5] = NULL;
     a->k = k;
     return true;
 }
@@ -332,7 +336,25 @@ static void append_reason(const pool_hosts_t *h, int j, int pass, const char *re
         *used = *used + (size_t)w < errlen ? *used + (size_t)w : errlen - 1;
 }
 
-/* One attempt per host (two passes for prefer-standby), failed hosts last.
+/* get_password's answer in pw (NUL-terminated), or false with err set. */
+static bool ask_password(pool_t *pool, char *pw, size_t len, int refresh, char *err, size_t errlen)
+{
+    pw[0] = '\0';
+    int rc = pool->cfg.get_password(pw, len, refresh, pool->cfg.arg);
+    pw[len - 1] = '\0';
+    if (rc != 0)
+        snprintf(err, errlen, "could not open connection: get_password failed (returned %d)", rc);
+    return rc == 0;
+}
+
+static bool password_rejected(const char *sqlstate)
+{
+    return strcmp(sqlstate, "28P01") == 0 || strcmp(sqlstate, "28000") == 0;
+}
+
+/* One attempt per host (two passes for prefer-standby), failed hosts last;
+   with get_password, a password rejected is asked for again once (refresh
+   1) and that host tried again.  *refused: a server had no slot (53300).
    Lock NOT held: it takes the lock briefly to record each host's outcome. */
 PGconn *pool__hosts_connect(pool_t *pool, int slot, int *host, char *err, size_t errlen,
                             bool *refused)
@@ -343,17 +365,39 @@ PGconn *pool__hosts_connect(pool_t *pool, int slot, int *host, char *err, size_t
         snprintf(err, errlen, "could not open connection: out of memory");
         return NULL;
     }
+    char pw[POOL_PASSWORD_LEN]; /* get_password's, zeroed before return */
+    bool asks = pool->cfg.get_password != NULL, refreshed = false;
+    if (asks && !ask_password(pool, pw, sizeof pw, 0, err, errlen)) {
+        attempt_free(pool, slot, &a);
+        explicit_bzero(pw, sizeof pw);
+        return NULL;
+    }
+    if (asks)
+        a.val[a.k + 4] = pw;
     char reason[POOL_MSG_LEN];
     size_t used = 0;
     PGconn *pg = NULL;
-    for (int pass = 0; !pg && pass_target(h, pass); pass++) {
+    bool gave_up = false;
+    for (int pass = 0; !pg && !gave_up && pass_target(h, pass); pass++) {
         bool last_pass = !pass_target(h, pass + 1);
         round_order(pool, a.order);
         for (int i = 0; !pg && i < h->n; i++) {
             int j = a.order[i];
             a.val[a.k] = h->host[j], a.val[a.k + 1] = h->hostaddr[j], a.val[a.k + 2] = h->port[j];
             a.val[a.k + 3] = pass_target(h, pass);
-            pg = pool__conn_open_params(pool, slot, a.kw, a.val, reason, sizeof reason, refused);
+            char sqlstate[6];
+            pg = pool__conn_open_params(pool, slot, a.kw, a.val, reason, sizeof reason, sqlstate);
+            if (!pg && asks)
+                pool__scrub_secret(reason, pw);
+            *refused = *refused || strcmp(sqlstate, "53300") == 0;
+            if (!pg && asks && !refreshed && password_rejected(sqlstate)) {
+                refreshed = true; /* the credentials rotated: ask anew, try this host again */
+                if (!(gave_up = !ask_password(pool, pw, sizeof pw, 1, err, errlen)))
+                    i--;
+                if (!gave_up)
+                    continue;
+                break;
+            }
             /* prefer-standby's first pass turning a primary away is no fault. */
             if (pg || last_pass)
                 record_attempt(pool, j, pg != NULL);
@@ -366,5 +410,7 @@ PGconn *pool__hosts_connect(pool_t *pool, int slot, int *host, char *err, size_t
         }
     }
     attempt_free(pool, slot, &a);
+    if (asks)
+        explicit_bzero(pw, sizeof pw);
     return pg;
 }

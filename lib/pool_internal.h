@@ -70,6 +70,7 @@
                                        often (jittered) while connects succeed */
 #define POOL_HOST_DOWN_MIN_US 1000000  /* a host that failed an attempt goes last this long, */
 #define POOL_HOST_DOWN_MAX_US 8000000  /* doubling while it keeps failing, up to this */
+#define POOL_PASSWORD_LEN 4096     /* get_password's buffer: cloud IAM tokens run to 1-2 KB */
 #define POOL_CLOSE_BATCH 32         /* connections detached per lock hold, closed after it */
 #define POOL_MAX_CONNECTIONS 100000 /* sanity bound on max_size + max_overflow */
 #define POOL_PING_GRACE_US 20000    /* a due round trip gets this long even past the
@@ -407,6 +408,7 @@ void pool__set_error_msg(pool_err_t code, const char *msg);
 void pool__log(const pool_t *pool, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void pool__copy_libpq_message(const pool_t *pool, char *dst, size_t len, const char *libpq_msg);
+void pool__scrub_secret(char *msg, const char *secret);
 bool pool__password_of(const char *conninfo, char **pw);
 bool pool__says_out_of_memory(const char *msg);
 bool pool__parse_out_of_memory(const char *err);
@@ -494,7 +496,7 @@ void pool__settings_free(pool_settings_t *s);
 /* conn.c: one connection, held by the caller; never under the lock */
 PGconn *pool__conn_open_params(pool_t *pool, int slot, const char *const *keywords,
                                const char *const *values, char *reason, size_t len,
-                               bool *refused);
+                               char *sqlstate);
 typedef enum conn_health {
     CONN_DEAD,        /* closed, broken, busy or inside a transaction */
     CONN_ALIVE,       /* nothing suggests otherwise */
