@@ -83,6 +83,18 @@ static void pool_scrub(const pool_t *pool, char *msg)
     pool__scrub_secret(msg, pool ? pool->password : NULL);
 }
 
+/* The length of the UTF-8 sequence at s (1 for ASCII), or 0 when it is not one. */
+static int utf8_length(const char *s)
+{
+    unsigned char c = (unsigned char)s[0];
+    int n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
+                                                      : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    for (int i = 1; i < n; i++)
+        if (((unsigned char)s[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
 /* Copies a libpq message on one line: each run of newlines, tabs and spaces
    becomes one space, none at the end; then scrubs it. dst holds POOL_MSG_LEN
    bytes. */
@@ -94,11 +106,27 @@ void pool__copy_libpq_message(const pool_t *pool, char *dst, size_t len, const c
         bool space = *src == ' ' || *src == '\n' || *src == '\t' || *src == '\r';
         if (space && (n == 0 || dst[n - 1] == ' '))
             continue;
-        dst[n++] = space ? ' ' : *src;
+        /* A server that does not speak the protocol gets its bytes quoted
+           by libpq as they came: control bytes and what is not UTF-8
+           become '?'. */
+        unsigned char ch = (unsigned char)*src;
+        int seq = utf8_length(src);
+        if (space)
+            dst[n++] = ' ';
+        else if (ch < 0x20 || ch == 0x7f || seq == 0)
+            dst[n++] = '?';
+        else if (n + (size_t)seq < len) {
+            memcpy(dst + n, src, (size_t)seq);
+            n += (size_t)seq;
+            src += seq - 1;
+        } else
+            break;
     }
     while (n > 0 && dst[n - 1] == ' ')
         n--;
     dst[n] = '\0';
+    if (n > 0 && dst[n - 1] == ':' && n + sizeof " (no reason given)" <= len)
+        memcpy(dst + n, " (no reason given)", sizeof " (no reason given)");
     pool_scrub(pool, dst);
 }
 

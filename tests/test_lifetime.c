@@ -182,7 +182,9 @@ static void test_lifetime_jitter_spreads_the_retirements(void **state)
                   JITTERED, (long long)opened_ms, (long long)(first - t0), JITTERED / 2,
                   (long long)(half - first));
     assert_true(first - t0 >= 900); /* no lifetime below max_lifetime - jitter */
-    assert_true(half - first >= opened_ms + 1000);
+    /* Without jitter the first 25 retire as they were opened (half of the
+       opening's spread) within one maintenance tick (250 ms here). */
+    assert_true(half - first >= opened_ms / 2 + 1000);
     pool_destroy(pool);
 }
 

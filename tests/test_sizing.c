@@ -102,7 +102,7 @@ static void test_a_refusal_lowers_the_ceiling_and_it_grows_back_with_room(void *
                   (unsigned long long)st.server_refusals, st.effective_max, st.total, most);
     assert_true(st.server_refusals > 0);
     assert_true(st.server_refusals < 100); /* backed off, not a storm */
-    assert_true(st.effective_max <= 4);
+    assert_true(st.effective_max <= 5); /* 4, or 5 while a probe above it is in flight */
     assert_true(most <= 4);
     assert_int_equal(atomic_load(&l.failed), 0); /* served by returns meanwhile */
     long served_before = atomic_load(&l.ok);
