@@ -5,16 +5,18 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
-#include <sched.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -413,4 +415,43 @@ void test_spin_for(int n)
 {
     for (volatile int i = 0; i < n; i++)
         ;
+}
+
+/* Calls fn(fd, arg) for each descriptor open in this process. */
+static void each_fd(void (*fn)(int fd, void *arg), void *arg)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int own = d ? dirfd(d) : -1;
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (e->d_name[0] != '.' && atoi(e->d_name) != own)
+            fn(atoi(e->d_name), arg);
+    if (d)
+        closedir(d);
+}
+
+static void count_socket(int fd, void *n)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode))
+        (*(int *)n)++;
+}
+
+int test_count_sockets(void)
+{
+    int n = 0;
+    each_fd(count_socket, &n);
+    return n;
+}
+
+static void note_highest(int fd, void *high)
+{
+    if (fd > *(int *)high)
+        *(int *)high = fd;
+}
+
+int test_highest_fd(void)
+{
+    int high = 0;
+    each_fd(note_highest, &high);
+    return high;
 }

@@ -112,6 +112,11 @@ bool test_load_progress(test_load_t *load, long n, int timeout_ms);
 /* A TCP port on 127.0.0.1 that nothing listens on just now; -1 on failure. */
 int test_free_port(void);
 
+/* This process's open descriptors (/proc/self/fd): how many are sockets, and
+   the highest number open. */
+int test_count_sockets(void);
+int test_highest_fd(void);
+
 /* Two threads meet here and leave together, spinning (a sleeping barrier
    wakes one of them tens of microseconds after the other): races are swept
    by spinning test_spin_for(n) after it, n varying by round. */

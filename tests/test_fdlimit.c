@@ -9,7 +9,6 @@
  */
 #include "harness.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,23 +20,12 @@ static struct rlimit saved;
 static int fillers[4096];
 static int nfillers;
 
-static int highest_fd(void)
-{
-    int high = 0;
-    DIR *d = opendir("/proc/self/fd");
-    for (struct dirent *e; d && (e = readdir(d));)
-        if (e->d_name[0] != '.' && atoi(e->d_name) > high)
-            high = atoi(e->d_name);
-    if (d)
-        closedir(d);
-    return high;
-}
 
 /* No descriptor can be had any more. */
 static void exhaust(void)
 {
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
-    struct rlimit low = {.rlim_cur = (rlim_t)highest_fd() + 1, .rlim_max = saved.rlim_max};
+    struct rlimit low = {.rlim_cur = (rlim_t)test_highest_fd() + 1, .rlim_max = saved.rlim_max};
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
     nfillers = 0;
     for (int fd; nfillers < 4096 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;)

@@ -11,7 +11,6 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -19,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -276,24 +274,11 @@ static void impostor_stop(impostor_t *im)
     free(im);
 }
 
-static int count_sockets(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    for (struct dirent *e; d && (e = readdir(d));) {
-        struct stat st;
-        if (e->d_name[0] != '.' && fstat(atoi(e->d_name), &st) == 0 && S_ISSOCK(st.st_mode))
-            n++;
-    }
-    if (d)
-        closedir(d);
-    return n;
-}
 
 static void test_an_impostor_fails_callers_in_time_and_the_pool_recovers(void **state)
 {
     impostor_t *im = impostor_start();
-    int baseline = count_sockets();
+    int baseline = test_count_sockets();
     char conninfo[256];
     snprintf(conninfo, sizeof conninfo,
              "host=127.0.0.1 port=%d dbname=postgres user=postgres password=" SECRET
@@ -338,7 +323,7 @@ static void test_an_impostor_fails_callers_in_time_and_the_pool_recovers(void **
         pool_destroy(pool);
         /* Nothing left open on our side: the impostor sees every hang-up. */
         assert_true(test_wait_for(impostor_idle, im, 5000));
-        assert_int_equal(count_sockets(), baseline);
+        assert_int_equal(test_count_sockets(), baseline);
     }
     assert_false(test_log_contains(&log, SECRET));
     assert_true(test_log_contains(&log, "is wrong")); /* the echo was logged, scrubbed */
