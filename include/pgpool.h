@@ -315,9 +315,11 @@ POOL_EXTERN PGconn *pool_getconn(pool_t *pool);
 POOL_EXTERN PGconn *pool_getconn_timeout(pool_t *pool, int timeout_ms);
 
 /* Returns a borrowed connection.  One left inside a transaction is rolled back;
-   one with a query or COPY in progress, in pipeline mode, or broken is closed;
-   with reset_query set, that runs (a failure closes the connection).  Rollback
-   and reset block for at most connect_timeout_ms.  One retired meanwhile
+   one with a query or COPY in progress, in pipeline mode, or broken is closed
+   (one still running a query once its backend has finished it, so that the
+   server never counts more backends than the pool's maximum);
+   with reset_query set, that runs (a failure closes the connection).  Rollback,
+   reset and such a close block for at most connect_timeout_ms.  One retired meanwhile
    (pool_evict, or its host evicted after a sibling failed) is closed as it is,
    its transaction ending with it.  The connection goes to the
    longest waiting caller, else to the idle set, else (overflow) it is closed.

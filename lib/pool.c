@@ -118,12 +118,14 @@ static void count_close_locked(pool_t *pool, close_reason_t why)
     }
 }
 
-/* A healthy connection is closed gracefully: the close waits (bounded) until
-   the server has ended the backend, so the server never counts more than the
-   pool's maximum.  A dead one, or one whose server is suspect, is dropped. */
+/* A connection to a live server is closed gracefully: the close waits
+   (bounded) until the server has ended the backend, so the server never
+   counts more than the pool's maximum; one left busy (a query still running)
+   too, its backend ending once the query has.  A dead one, or one whose
+   server is suspect, is dropped. */
 static bool close_graceful(close_reason_t why)
 {
-    return why != CLOSE_DEAD && why != CLOSE_UNUSABLE && why != CLOSE_SUSPECT;
+    return why != CLOSE_DEAD && why != CLOSE_SUSPECT;
 }
 
 /* Forgets c, counts why, and adds its PGconn to *out, which must have room.

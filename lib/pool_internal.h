@@ -168,7 +168,7 @@ typedef enum close_reason {
                         going away: closed_broken; host retired; dropped */
     CLOSE_UNUSABLE,  /* alive but not reusable: left busy or in pipeline mode, a failed
                         rollback or reset on a live server, another session identity:
-                        closed_broken; dropped */
+                        closed_broken; graceful (a busy backend ends after its query) */
     CLOSE_ROLE,      /* the server no longer matches target_session_attrs: closed_role;
                         host retired; graceful */
     CLOSE_EVICTED,   /* retired by pool_evict, or left over by its host's eviction and
