@@ -92,6 +92,8 @@ static void test_signals_without_restart_neither_cut_nor_stretch_a_wait(void **s
     pthread_create(&pt, NULL, pelt, &p);
     for (int i = 0; i < WAITERS; i++)
         pthread_join(w[i].tid, NULL);
+    atomic_store(&p.stop, true);
+    pthread_join(pt, NULL);
     for (int i = 0; i < WAITERS; i++) {
         assert_int_equal(w[i].err, POOL_ETIMEDOUT);
         assert_true(w[i].waited_ms >= 299);
@@ -104,6 +106,8 @@ static void test_signals_without_restart_neither_cut_nor_stretch_a_wait(void **s
         w[i] = (waiter_t){.pool = pool, .timeout_ms = 10000};
         pthread_create(&w[i].tid, NULL, wait_for_one, &w[i]);
     }
+    atomic_store(&p.stop, false);
+    pthread_create(&pt, NULL, pelt, &p); /* after the waiters' ids are written */
     assert_true(test_wait_waiting(pool, WAITERS));
     test_sleep_ms(100);
     int64_t t0 = test_now_ms();
