@@ -22,10 +22,6 @@ static int64_t ping_deadline(const pool_t *pool, int64_t now, int64_t caller_dea
     return d < longest ? d : longest;
 }
 
-static bool ping_due(const pool_t *pool, const pool_conn_t *c, int64_t now)
-{
-    return pool->cfg.pre_ping && now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000;
-}
 
 /* The checks that may do I/O on a claimed connection: the zero-round-trip
    check, a due round trip with the server's role after it, and
@@ -35,7 +31,7 @@ static close_reason_t validate_io(pool_t *pool, pool_conn_t *c, pool_checkout_t 
                                   const char **what, char *said)
 {
     conn_health_t health = pool__conn_check_nowait(c->pg, pool->cfg.pre_ping);
-    *pinged = health == CONN_SUSPECT || (health == CONN_ALIVE && ping_due(pool, c, k->now_us));
+    *pinged = health == CONN_SUSPECT || (health == CONN_ALIVE && pool__ping_due(pool, c, k->now_us));
     if (health == CONN_DEAD) {
         *what = "found broken or busy at checkout:";
         return CLOSE_DEAD;
@@ -84,14 +80,4 @@ close_reason_t pool__checkout_verdict_locked(pool_t *pool, pool_conn_t *c, pool_
     pool->stats.pings += pinged;
     /* Evicted while it was being validated: not handed out after all. */
     return why == CLOSE_NONE && conn_stale(pool, c) ? CLOSE_EVICTED : why;
-}
-
-/* Whether c, taken back by the fast path, can be handed out with nothing
-   more to do: not retired or old, no hook, no round trip due, and the
-   zero-round-trip check passes without reading (unasked input, if any, is
-   read on the locked path, where a cancellation cannot reach it). */
-bool pool__checkout_ready_as_is(pool_t *pool, pool_conn_t *c, int64_t now)
-{
-    return !conn_stale(pool, c) && !pool__past_lifetime(pool, c, now) && !pool->cfg.on_checkout &&
-           !ping_due(pool, c, now) && pool__conn_peek_nowait(c->pg, pool->cfg.pre_ping) == CONN_ALIVE;
 }

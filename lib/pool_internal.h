@@ -598,8 +598,9 @@ bool pool__checkin_needs_io(const pool_t *pool, const pool_conn_t *c);
 /* checkout.c: judging a claimed connection before it is handed out.
    _verdict_locked: CLOSE_NONE to hand c out, else why it is closed (and
    *what, with said, POOL_MSG_LEN bytes, for the log); releases the lock
-   around the I/O.  _ready_as_is: nothing more to do (no lock, no I/O but
-   the zero-round-trip check's poll). */
+   around the I/O.  pool__checkout_ready_as_is (inline, at the end of this
+   file): nothing more to do (no lock, no I/O but the zero-round-trip
+   check's poll). */
 typedef struct pool_checkout {
     int64_t now_us;      /* the clock as last read */
     int64_t deadline_us; /* the caller's, INT64_MAX: none */
@@ -607,7 +608,6 @@ typedef struct pool_checkout {
 } pool_checkout_t;
 close_reason_t pool__checkout_verdict_locked(pool_t *pool, pool_conn_t *c, pool_checkout_t *k,
                                              const char **what, char *said);
-bool pool__checkout_ready_as_is(pool_t *pool, pool_conn_t *c, int64_t now_us);
 
 static inline int64_t pool__deadline_of(int64_t start_us, int timeout_ms)
 {
@@ -730,6 +730,24 @@ static inline close_reason_t retired_why(const pool_conn_t *c)
 static inline bool conn_inherited(const pool_t *pool, const pool_conn_t *c)
 {
     return c->fork_gen != atomic_load_explicit(&pool->fork_gen, memory_order_relaxed);
+}
+
+/* Whether a round trip is due on c before it is handed out (checkout.c). */
+static inline bool pool__ping_due(const pool_t *pool, const pool_conn_t *c, int64_t now)
+{
+    return pool->cfg.pre_ping && now - c->idle_since_us >= (int64_t)pool->cfg.ping_idle_ms * 1000;
+}
+
+/* Whether c, taken back by the fast path, can be handed out with nothing
+   more to do: not retired or old, no hook, no round trip due, and the
+   zero-round-trip check passes without reading (unasked input, if any, is
+   read on the locked path, where a cancellation cannot reach it).  Inline:
+   the lock-free checkout's (getconn.c) own cost. */
+static inline bool pool__checkout_ready_as_is(pool_t *pool, pool_conn_t *c, int64_t now)
+{
+    return !conn_stale(pool, c) && !pool__past_lifetime(pool, c, now) && !pool->cfg.on_checkout &&
+           !pool__ping_due(pool, c, now) &&
+           pool__conn_peek_nowait(c->pg, pool->cfg.pre_ping) == CONN_ALIVE;
 }
 
 #endif /* POOL_INTERNAL_H */
