@@ -76,7 +76,6 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
     pool->rng = 0x9e3779b97f4a7c15u ^ (pool->id * 0xbf58476d1ce4e5b9u) ^ (uint64_t)pool__clock_now_us();
     if (!pool->rng)
         pool->rng = 1;
-    pool->fork_gen = fork_generation();
     pool->map_total = pool_max_total(pool);
     pool->magic = POOL_MAGIC;
     /* Room for every live connection plus as many inherited across a fork. */
@@ -140,6 +139,10 @@ static pool_t *pool_build(pool_settings_t *set, pool_err_t *rc, char *msg, size_
         pool_free(pool);
         return NULL;
     }
+    if (pool->cfg.fair_share)
+        pool__log(pool, POOL_LOG_INFO,
+                  "fair_share: this pool's share of the server is not computed yet; the ceiling "
+                  "learnt from the server's refusals (effective_max) applies");
     if (pool->hosts.n > 1 && strcmp(pool->hosts.target, "any") == 0)
         pool__log(pool, POOL_LOG_WARN,
                   "%d hosts and target_session_attrs \"any\": after a failover connections may "

@@ -108,8 +108,8 @@ void pool__shard_add_to(const conn_shard_t *sh, pool_stats_t *out)
 pool_conn_t *pool__fast_take(pool_t *pool)
 {
     pool_conn_t *c = pool__fast_mine(pool);
-    if (!c || !atomic_load_explicit(&pool->fast_ok, memory_order_relaxed) ||
-        atomic_load_explicit(&pool->fork_gen, memory_order_relaxed) != fork_generation())
+    /* In a forked child fast_ok is cleared (fork.c): the locked path starts over. */
+    if (!c || !atomic_load_explicit(&pool->fast_ok, memory_order_relaxed))
         return NULL;
     conn_state_t parked = CONN_PARKED;
     /* Acquire: what the returner wrote before parking (idle_since_us) is seen. */
@@ -185,9 +185,7 @@ bool pool__fast_return(pool_t *pool, PGconn *pg)
     pool_conn_t *c = pool__fast_mine(pool);
     if (!c || atomic_load_explicit(&c->pg, memory_order_relaxed) != pg ||
         !atomic_load_explicit(&pool->fast_ok, memory_order_relaxed) || pool->cfg.on_checkin ||
-        pool->reset_query ||
-        /* A first call in a forked child: the locked path starts over. */
-        atomic_load_explicit(&pool->fork_gen, memory_order_relaxed) != fork_generation())
+        pool->reset_query)
         return false;
     conn_state_t in_use = CONN_IN_USE;
     /* Claimed, so that a second return of the same connection (a misuse,

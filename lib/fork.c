@@ -4,8 +4,8 @@
  *
  * pthread_atfork handlers take every live pool's lock before fork(), so the
  * child never inherits a lock held by a thread that does not exist there, and
- * bump a generation number in the child.  The first call on a pool in the
- * child sees the new generation and starts over: inherited idle connections
+ * mark every pool forked in the child.  The first call on a pool in the
+ * child sees the mark and starts over (a new generation): inherited idle connections
  * and the parent's connects in progress (inflight.c) are dropped without a
  * byte sent (the parent's sessions live on), borrowed ones are dropped when
  * returned, and new threads are started.
@@ -16,7 +16,6 @@
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pool_t *registry_head;       /* guarded by registry_lock */
-unsigned pool__fork_generation_now;       /* written only in the child, while it has one thread */
 static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
 
 static void before_fork(void)
@@ -44,7 +43,12 @@ static void after_fork_parent(void)
 
 static void after_fork_child(void)
 {
-    pool__fork_generation_now++;
+    /* One thread here: no call on these pools runs.  Their first one starts
+       over (pool__enter_locked); the lock-free path is shut until then. */
+    for (pool_t *p = registry_head; p; p = p->registry_next) {
+        atomic_store(&p->fast_ok, false);
+        atomic_store(&p->forked, true);
+    }
     unlock_all();
 }
 
@@ -106,7 +110,8 @@ static void fork_reset_locked(pool_t *pool)
     pthread_cond_init(&pool->work_cond, &pool->cond_attr);
     pthread_cond_init(&pool->maint_cond, &pool->cond_attr);
     pthread_cond_init(&pool->drain_cond, &pool->cond_attr);
-    pool->fork_gen = pool__fork_generation_now;
+    pool->fork_gen = pool->fork_gen + 1; /* what was open before is the parent's */
+    atomic_store(&pool->forked, false);
     pool->threads_started = false;
     if (!pool->closed && pool__start_threads(pool) != 0)
         pool->closed = true; /* every call now fails with POOL_ECLOSED */
@@ -116,6 +121,6 @@ static void fork_reset_locked(pool_t *pool)
    first time in a forked child drops what it inherited. */
 void pool__enter_locked(pool_t *pool)
 {
-    if (pool->fork_gen != fork_generation())
+    if (atomic_load_explicit(&pool->forked, memory_order_relaxed))
         fork_reset_locked(pool);
 }

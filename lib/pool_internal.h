@@ -363,6 +363,8 @@ struct pool {
     int64_t probe_at_us;             /* no probe above the ceiling before; guarded by lock */
     int64_t refusal_said_us;         /* when a refusal was last logged; guarded by lock */
 
+    atomic_bool forked;              /* set in a forked child by fork.c's handler (with
+                                        fast_ok cleared), cleared by the reset it calls for */
     _Atomic unsigned fork_gen;       /* fork generation the state belongs to; written under
                                         lock, read by the fast path without it */
     pthread_t maint_thread;          /* started by create/fork reset, joined by destroy */
@@ -645,11 +647,6 @@ void pool__join_threads(pool_t *pool, bool started);
 /* fork.c */
 void pool__fork_register(pool_t *pool);
 void pool__fork_unregister(pool_t *pool);
-extern unsigned pool__fork_generation_now; /* read on every call: inline, no function call */
-static inline unsigned fork_generation(void)
-{
-    return pool__fork_generation_now;
-}
 void pool__enter_locked(pool_t *pool); /* first, under the lock, in every entry point */
 
 /* Open connections never exceed this.  Caller holds pool->lock. */
