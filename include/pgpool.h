@@ -179,6 +179,12 @@ typedef struct pool_config {
                                 attempt.  pgpool zeroes its copy after the connect and
                                 never logs it or shows it in an error; with pool_evict,
                                 credentials rotate without a new pool */
+    int fair_share;          /* 1: cap this pool at its share of the server (default 0).
+                                Accepted and checked (0/1, pool_fair_share in the
+                                conninfo), but the share is not computed yet: with 1,
+                                pool_create says so at INFO, and the ceiling learnt
+                                from the server's refusals (effective_max) is what
+                                applies, as it does with 0 */
 } pool_config_t;
 
 /* Latency histograms: fixed log2 buckets in microseconds. bucket[0] counts samples
@@ -266,7 +272,7 @@ POOL_EXTERN void pool_config_init_sized(pool_config_t *cfg, size_t size);
    pool_max_lifetime, pool_ping_idle, pool_leak_timeout, pool_lifetime_jitter
    (durations: a whole
    number with ms, s, min or h; bare = ms), pool_pre_ping and
-   pool_return_in_background (0/1/on/off/true/false) and pool_reset_query
+   pool_return_in_background and pool_fair_share (0/1/on/off/true/false) and pool_reset_query
    (empty = none), as URI query parameters (percent-decoded)
    or keyword/value pairs; a later duplicate wins; libpq never sees them, and an
    unknown pool_ key or a bad value fails with a message naming the key.  With

@@ -102,6 +102,8 @@ int pool__config_validate(const pool_config_t *cfg, char *errbuf, size_t errlen)
     CHECK(cfg->max_lifetime_ms == 0 || cfg->lifetime_jitter_ms < cfg->max_lifetime_ms,
           "lifetime_jitter_ms (%d) must be less than max_lifetime_ms (%d)", cfg->lifetime_jitter_ms,
           cfg->max_lifetime_ms);
+    CHECK(cfg->fair_share == 0 || cfg->fair_share == 1, "fair_share must be 0 or 1 (got %d)",
+          cfg->fair_share);
     CHECK(cfg->return_in_background == 0 || cfg->return_in_background == 1,
           "return_in_background must be 0 or 1 (got %d)", cfg->return_in_background);
 

@@ -43,6 +43,7 @@ static const setting_t settings[] = {
     {"pool_reset_query", SETTING_TEXT, 0, 0, false},
     {"pool_return_in_background", SETTING_BOOL, FIELD(return_in_background), 0, false},
     {"pool_lifetime_jitter", SETTING_DURATION, FIELD(lifetime_jitter_ms), 0, false},
+    {"pool_fair_share", SETTING_BOOL, FIELD(fair_share), 0, false},
 };
 #undef FIELD
 
@@ -154,7 +155,7 @@ static pool_err_t apply_setting(pool_settings_t *out, const char *key, const cha
                  "pool_max_size, pool_max_overflow, pool_acquire_timeout, pool_connect_timeout, "
                  "pool_idle_timeout, pool_max_lifetime, pool_pre_ping, pool_ping_idle, "
                  "pool_max_waiting, pool_leak_timeout, pool_reset_query, "
-                 "pool_return_in_background, pool_lifetime_jitter)", key);
+                 "pool_return_in_background, pool_lifetime_jitter, pool_fair_share)", key);
         return POOL_EINVAL;
     }
     out->applied++;

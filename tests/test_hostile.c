@@ -139,7 +139,7 @@ static const field_t int_fields[] = {
     FIELD(min_size), FIELD(max_size), FIELD(max_overflow), FIELD(acquire_timeout_ms),
     FIELD(connect_timeout_ms), FIELD(idle_timeout_ms), FIELD(max_lifetime_ms), FIELD(pre_ping),
     FIELD(ping_idle_ms), FIELD(max_waiting), FIELD(leak_timeout_ms), FIELD(return_in_background),
-    FIELD(lifetime_jitter_ms),
+    FIELD(lifetime_jitter_ms), FIELD(fair_share),
 };
 #undef FIELD
 

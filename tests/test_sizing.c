@@ -173,12 +173,34 @@ static void test_other_connect_errors_leave_the_ceiling_alone(void **state)
     pool_destroy(pool);
 }
 
+/* fair_share is checked and settable; until its share is computed it says so. */
+static void test_fair_share_is_checked_and_says_what_applies(void **state)
+{
+    pool_config_t cfg;
+    test_config(&cfg, "sizing_fair");
+    cfg.fair_share = 2;
+    char err[POOL_ERRMSG_SIZE];
+    assert_null(pool_create(&cfg, err, sizeof err));
+    assert_non_null(strstr(err, "fair_share"));
+    char conninfo[512];
+    snprintf(conninfo, sizeof conninfo, "%s pool_fair_share=on", test_conninfo("sizing_fair"));
+    cfg.conninfo = conninfo;
+    cfg.fair_share = 0;
+    test_log_t log = {0};
+    cfg.on_log = test_log_cb;
+    cfg.arg = &log;
+    pool_t *pool = test_pool_create(&cfg);
+    assert_true(test_log_contains(&log, "fair_share: this pool's share of the server is not computed yet"));
+    pool_destroy(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_refusal_lowers_the_ceiling_and_it_grows_back_with_room),
         cmocka_unit_test(test_a_refused_caller_times_out_with_libpqs_words),
         cmocka_unit_test(test_other_connect_errors_leave_the_ceiling_alone),
+        cmocka_unit_test(test_fair_share_is_checked_and_says_what_applies),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
