@@ -5,6 +5,10 @@
 # postgres user when run as root: pool_mode=transaction, default_pool_size=2,
 # listening on a Unix socket in DIR (port 6432), with the admin console open to
 # user postgres.  The upstream is the cluster's Unix socket.
+# server_login_retry is 1 s, not 15: a PAUSE that lands while PgBouncer is
+# still logging a server connection in counts as a failed login, and
+# PgBouncer then opens no server connection for server_login_retry (seen in
+# its log: RESUME, then 15 s of nothing), longer than the tests' 10 s wait.
 #   start            a fresh PgBouncer (database "postgres" -> dbname=postgres)
 #   stop / restart   stops it (clients are cut off); and starts it again
 #   repoint DBNAME   rewrites the [databases] entry to dbname=DBNAME (the
@@ -36,6 +40,7 @@ pool_mode = transaction
 default_pool_size = 2
 max_client_conn = 200
 server_reset_query =
+server_login_retry = 1
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 INI
