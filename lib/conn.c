@@ -228,9 +228,22 @@ static bool wait_for(PGconn *pg, short events, int64_t deadline_us, char *said, 
     return r > 0;
 }
 
-static bool exec_steps(PGconn *pg, const char *sql, int64_t deadline_us, char *said, size_t saidlen)
+/* One statement for exec_steps: its parameters (text) and, when keep is
+   not NULL, where its first rows go (the caller PQclears them). */
+typedef struct exec_query {
+    const char *sql;
+    int nparams;
+    const char *const *params;
+    PGresult **keep;
+} exec_query_t;
+
+static bool exec_steps(PGconn *pg, const exec_query_t *q, int64_t deadline_us, char *said,
+                       size_t saidlen)
 {
-    if (PQsetnonblocking(pg, 1) != 0 || !PQsendQuery(pg, sql))
+    if (PQsetnonblocking(pg, 1) != 0)
+        return false;
+    if (!(q->nparams ? PQsendQueryParams(pg, q->sql, q->nparams, NULL, q->params, NULL, NULL, 0)
+                     : PQsendQuery(pg, q->sql)))
         return false;
     for (;;) {
         int f = PQflush(pg);
@@ -251,6 +264,10 @@ static bool exec_steps(PGconn *pg, const char *sql, int64_t deadline_us, char *s
             if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY) {
                 keep_error(said, saidlen, PQresultErrorMessage(res));
                 ok = false;
+            }
+            if (q->keep && !*q->keep && s == PGRES_TUPLES_OK) {
+                *q->keep = res;
+                continue;
             }
             PQclear(res);
             /* COPY cannot be finished here: give up on the connection. */
@@ -274,9 +291,27 @@ done:
 bool pool__conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us, char *said,
                              size_t saidlen)
 {
-    bool ok = exec_steps(pg, sql, deadline_us, said, saidlen);
+    exec_query_t q = {.sql = sql};
+    bool ok = exec_steps(pg, &q, deadline_us, said, saidlen);
     keep_error(said, saidlen, ok ? NULL : PQerrorMessage(pg));
     return ok;
+}
+
+/* pool__conn_exec_bounded for one query with text parameters that returns
+   rows: its result (the caller PQclears it), or NULL, said as above. */
+PGresult *pool__conn_query_bounded(PGconn *pg, const char *sql, int nparams,
+                                   const char *const *params, int64_t deadline_us, char *said,
+                                   size_t saidlen)
+{
+    PGresult *res = NULL;
+    exec_query_t q = {.sql = sql, .nparams = nparams, .params = params, .keep = &res};
+    bool ok = exec_steps(pg, &q, deadline_us, said, saidlen);
+    keep_error(said, saidlen, ok ? NULL : PQerrorMessage(pg));
+    if (!ok) {
+        PQclear(res);
+        res = NULL;
+    }
+    return res;
 }
 
 /* Closes a connection without ever blocking on its socket. */

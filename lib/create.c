@@ -46,6 +46,7 @@ static void pool_free(pool_t *pool)
     free(pool->conninfo);
     free(pool->reset_query);
     free(pool->password);
+    free(pool->share_name);
     pool->magic = POOL_MAGIC_DEAD;
     free(pool);
 }
@@ -77,6 +78,7 @@ static pool_t *pool_alloc(const pool_config_t *cfg)
     if (!pool->rng)
         pool->rng = 1;
     pool->map_total = pool_max_total(pool);
+    pool->share_next_us = INT64_MAX; /* fair_share's census: pool_build sets it due */
     pool->magic = POOL_MAGIC;
     /* Room for every live connection plus as many inherited across a fork. */
     if (!found || !pool->conninfo || (cfg->reset_query && !pool->reset_query) ||
@@ -135,14 +137,23 @@ static pool_t *pool_build(pool_settings_t *set, pool_err_t *rc, char *msg, size_
         *rc = POOL_ENOMEM;
         snprintf(msg, len, "out of memory");
     }
+    const char *base = NULL;
+    if (*rc == POOL_OK && pool->cfg.fair_share && !pool__share_name_init(pool, &base)) {
+        *rc = POOL_ENOMEM;
+        snprintf(msg, len, "out of memory");
+    }
     if (*rc != POOL_OK) {
         pool_free(pool);
         return NULL;
     }
-    if (pool->cfg.fair_share)
+    if (pool->cfg.fair_share) {
+        pool->share_next_us = 0; /* once there is a connection to ask on */
         pool__log(pool, POOL_LOG_INFO,
-                  "fair_share: this pool's share of the server is not computed yet; the ceiling "
-                  "learnt from the server's refusals (effective_max) applies");
+                  "fair_share: connections are named \"%s\" (%s%s%s, and this pool's mark), "
+                  "so that the pools sharing the server can count each other",
+                  pool->share_name, base ? "application_name \"" : "no application_name set: ",
+                  base ? base : "pgpool's own", base ? "\"" : "");
+    }
     if (pool->hosts.n > 1 && strcmp(pool->hosts.target, "any") == 0)
         pool__log(pool, POOL_LOG_WARN,
                   "%d hosts and target_session_attrs \"any\": after a failover connections may "

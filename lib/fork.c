@@ -98,6 +98,7 @@ static void fork_reset_locked(pool_t *pool)
     for (int i = 0, n = pool__inflight_take_inherited(pool, inflight); i < n; i++)
         pool__conn_drop_silently(inflight[i]);
     pool__service_forget_locked(pool); /* before the line is emptied */
+    pool__share_forked_locked(pool);
     pool->idle_head = pool->idle_tail = NULL;
     atomic_store(&pool->maybe_parked, false);
     pool->waiters.head = pool->waiters.tail = NULL;

@@ -277,7 +277,8 @@ const char *pool__hosts_name(const pool_hosts_t *h, int j)
 }
 
 /* One connect's keyword/value arrays: every option libpq parsed with a value
-   but the four set per host, then those four (from index k), then, with
+   but the four set per host (with fair_share, application_name is the
+   pool's share_name), then those four (from index k), then, with
    get_password, the password (index k + 4; the conninfo's is left out).  Two workers
    connect at once: the arrays are each call's own, and what is learnt of
    each host (record_attempt) is written under pool->lock. */
@@ -300,7 +301,7 @@ static bool attempt_init(pool_t *pool, int slot, attempt_t *a)
     size_t nopts = 0;
     for (const PQconninfoOption *o = h->opts; o->keyword; o++)
         nopts++;
-    size_t strings = (nopts + 6) * sizeof(const char *);
+    size_t strings = (nopts + 7) * sizeof(const char *);
     a->block = malloc(2 * strings + (size_t)h->n * sizeof *a->order);
     if (!a->block)
         return false;
@@ -311,10 +312,15 @@ static bool attempt_init(pool_t *pool, int slot, attempt_t *a)
     int k = 0;
     for (const PQconninfoOption *o = h->opts; o->keyword; o++)
         if (o->val && !per_host(o->keyword) &&
-            !(pool->cfg.get_password && strcmp(o->keyword, "password") == 0)) {
+            !(pool->cfg.get_password && strcmp(o->keyword, "password") == 0) &&
+            !(pool->share_name && strcmp(o->keyword, "application_name") == 0)) {
             a->kw[k] = o->keyword;
             a->val[k++] = o->val;
         }
+    if (pool->share_name) { /* fair_share's name, with the pool's mark (share.c) */
+        a->kw[k] = "application_name";
+        a->val[k++] = pool->share_name;
+    }
     a->kw[k] = "host", a->kw[k + 1] = "hostaddr", a->kw[k + 2] = "port";
     a->kw[k + 3] = "target_session_attrs";
     a->kw[k + 4] = pool->cfg.get_password ? "password" : NULL;

@@ -187,7 +187,8 @@ int pool__connect_demand_locked(const pool_t *pool)
    workers open: a probe above it is due (workers.c). */
 bool pool__ceiling_holds_back_locked(const pool_t *pool)
 {
-    return pool->ceiling > 0 && demand_under_locked(pool, pool_max_total(pool)) > 0;
+    return pool->ceiling > 0 && pool->ceiling < pool_share_limit(pool) &&
+           demand_under_locked(pool, pool_share_limit(pool)) > 0;
 }
 
 void pool__wake_workers_locked(pool_t *pool)
@@ -252,7 +253,8 @@ void pool__timeout_message_locked(const pool_t *pool, int timeout_ms, char *buf,
              failing ? pool->last_error : "");
 }
 
-/* c (open, validated or new, not on any list) goes to the longest waiter, else
+/* c (open, validated or new, not on any list) goes to a census that waits
+   for one (fair_share), else to the longest waiter, else
    to the idle list, else - above max_size with nobody waiting - it is detached
    into *out.  It is detached as well when it was retired, or when more than
    max_size + max_overflow are open (after pool_resize shrank the pool) even
@@ -265,6 +267,14 @@ void pool__make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us, p
     }
     if (pool->closed || pool->nopen > pool_limit(pool)) {
         pool__detach_locked(pool, c, CLOSE_EXCESS, out);
+        return;
+    }
+    if (pool->share_wanted && !pool->paused) { /* for one round trip (share.c) */
+        pool->share_wanted = false;
+        c->state = CONN_CHECKING;
+        c->idle_since_us = now_us;
+        pool->share_conn = c;
+        pool__wake_after_unlock(&pool->service_wake);
         return;
     }
     pool_waiter_t *w = pool->paused ? NULL : pool__waitq_pop_front(&pool->waiters);

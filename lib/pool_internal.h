@@ -68,6 +68,9 @@
 #define POOL_BACKOFF_MAX_US 1000000 /* retries never wait longer than this */
 #define POOL_CEILING_STEP_US 100000 /* a ceiling learnt from refusals rises by one this
                                        often (jittered) while connects succeed */
+#define POOL_SHARE_BUSY_US 1000000  /* fair_share's census, while callers wait or the
+                                       pool is at its limit (share.c) */
+#define POOL_SHARE_CALM_US 10000000 /* and otherwise */
 #define POOL_HOST_DOWN_MIN_US 1000000  /* a host that failed an attempt goes last this long, */
 #define POOL_HOST_DOWN_MAX_US 8000000  /* doubling while it keeps failing, up to this */
 #define POOL_PASSWORD_LEN 4096     /* get_password's buffer: cloud IAM tokens run to 1-2 KB */
@@ -362,6 +365,23 @@ struct pool {
                                         probe that succeeds (workers.c); guarded by lock */
     int64_t probe_at_us;             /* no probe above the ceiling before; guarded by lock */
     int64_t refusal_said_us;         /* when a refusal was last logged; guarded by lock */
+    char *share_name;                /* fair_share: the application_name its connections
+                                        carry, "<name> #<mark>" (share.c); NULL without
+                                        fair_share.  Immutable, but for the mark, which a
+                                        forked child rewrites before its threads start */
+    size_t share_prefix;             /* the length of its "<name> #"; immutable */
+    int share;                       /* fair_share: this pool's share from the last census,
+                                        0 before the first; caps pool_limit; guarded by lock */
+    int share_pools;                 /* pools counted by the last census; guarded by lock */
+    int64_t share_last_us;           /* when the last census ran (0: never); guarded by lock */
+    int64_t share_next_us;           /* the service thread looks whether a census is due
+                                        then (INT64_MAX: not until a connection is made
+                                        available); guarded by lock */
+    bool share_wanted;               /* a census waits for a connection: the next one made
+                                        available goes to it (pool.c); guarded by lock */
+    bool share_failing;              /* the last census failed (said once); guarded by lock */
+    pool_conn_t *share_conn;         /* the connection a census runs on, for the service
+                                        thread; guarded by lock */
 
     atomic_bool forked;              /* set in a forked child by fork.c's handler (with
                                         fast_ok cleared), cleared by the reset it calls for */
@@ -508,6 +528,9 @@ conn_health_t pool__conn_peek_nowait(PGconn *pg, bool poll_socket);
 conn_health_t pool__conn_check_nowait(PGconn *pg, bool poll_socket);
 bool pool__conn_exec_bounded(PGconn *pg, const char *sql, int64_t deadline_us, char *said,
                              size_t saidlen);
+PGresult *pool__conn_query_bounded(PGconn *pg, const char *sql, int nparams,
+                                   const char *const *params, int64_t deadline_us, char *said,
+                                   size_t saidlen);
 void pool__conn_close(PGconn *pg);
 void pool__conn_close_and_wait(PGconn *pg, int64_t deadline_us);
 void pool__conn_drop_silently(PGconn *pg);
@@ -616,6 +639,17 @@ static inline int64_t pool__deadline_of(int64_t start_us, int timeout_ms)
     return timeout_ms < 0 ? INT64_MAX : start_us + (int64_t)timeout_ms * 1000;
 }
 
+/* share.c: fair_share.  _name_init (create) names the connections, *base
+   the application_name configured (NULL: none, "pgpool" is used);
+   _forked_locked gives a forked child a mark of its own.  The service thread
+   calls _tick_locked at share_next_us (a census due claims an idle
+   connection into share_conn, or sets share_wanted) and _census_locked when
+   share_conn is set (releases the lock around the round trip). */
+bool pool__share_name_init(pool_t *pool, const char **base);
+void pool__share_forked_locked(pool_t *pool);
+void pool__share_tick_locked(pool_t *pool, int64_t now_us);
+void pool__share_census_locked(pool_t *pool);
+
 /* service.c: the thread that validates for async requests, fires their
    deadlines and closes what the loop's calls leave behind */
 void *pool__service_main(void *arg);
@@ -655,11 +689,19 @@ static inline int pool_max_total(const pool_t *pool)
     return pool->cfg.max_size + pool->cfg.max_overflow;
 }
 
-/* The ceiling in force: max_size + max_overflow, or the lower one learnt
-   from the server's refusals (workers.c). */
-static inline int pool_limit(const pool_t *pool)
+/* The most connections the pool may open now, with no learnt ceiling
+   (workers.c): max_size + max_overflow, or fair_share's lower share. */
+static inline int pool_share_limit(const pool_t *pool)
 {
     int max = pool_max_total(pool);
+    return pool->share > 0 && pool->share < max ? pool->share : max;
+}
+
+/* The ceiling in force: pool_share_limit, or the lower one learnt from the
+   server's refusals (workers.c). */
+static inline int pool_limit(const pool_t *pool)
+{
+    int max = pool_share_limit(pool);
     return pool->ceiling > 0 && pool->ceiling < max ? pool->ceiling : max;
 }
 

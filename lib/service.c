@@ -11,7 +11,7 @@
  * without the loop keeping a timer; with return_in_background, the
  * rollback, reset_query or close of a return is done here; and so are the
  * closes the loop's calls left behind (pool_cancel giving back a connection
- * above max_size, say).
+ * above max_size, say); and fair_share's census (share.c).
  */
 #include "pool_internal.h"
 
@@ -248,12 +248,23 @@ void *pool__service_main(void *arg)
             close_leftovers_locked(pool);
             continue;
         }
+        if (pool->share_conn) {
+            pool__share_census_locked(pool);
+            continue;
+        }
+        int64_t now = pool__clock_now_us();
+        if (now >= pool->share_next_us) {
+            pool__share_tick_locked(pool, now);
+            continue;
+        }
         pool_request_t *top = pool__reqheap_top(&pool->deadlines);
-        if (top && top->deadline_us <= pool__clock_now_us()) {
+        if (top && top->deadline_us <= now) {
             expire_locked(pool, top);
             continue;
         }
         int64_t until = top ? top->deadline_us : INT64_MAX;
+        if (pool->share_next_us < until)
+            until = pool->share_next_us;
         pool_unlock(pool);
         while (atomic_load_explicit(&pool->service_wake, memory_order_acquire) != WAKE_WOKEN &&
                pool__clock_now_us() < until)
@@ -262,6 +273,17 @@ void *pool__service_main(void *arg)
     }
     for (pool_conn_t *c; (c = next_return_locked(pool));)
         finish_return_locked(pool, c);
+    if (pool->share_conn) { /* set aside for a census that will not run now */
+        pool_closing_t closing;
+        pool__closing_init(&closing);
+        pool__make_available_locked(pool, pool->share_conn, pool__clock_now_us(), &closing);
+        pool->share_conn = NULL;
+        if (!pool__close_later_locked(pool, &closing)) {
+            pool_unlock(pool);
+            pool__close_finish(pool, &closing);
+            pthread_mutex_lock(&pool->lock);
+        }
+    }
     close_leftovers_locked(pool);
     pool_unlock(pool);
     return NULL;
