@@ -179,12 +179,24 @@ typedef struct pool_config {
                                 attempt.  pgpool zeroes its copy after the connect and
                                 never logs it or shows it in an error; with pool_evict,
                                 credentials rotate without a new pool */
-    int fair_share;          /* 1: cap this pool at its share of the server (default 0).
-                                Accepted and checked (0/1, pool_fair_share in the
-                                conninfo), but the share is not computed yet: with 1,
-                                pool_create says so at INFO, and the ceiling learnt
-                                from the server's refusals (effective_max) is what
-                                applies, as it does with 0 */
+    int fair_share;          /* 1: cap this pool at its share of the server (default 0;
+                                pool_fair_share in the conninfo).  Connections are named
+                                "<application_name> #<mark>" (the conninfo's name, or
+                                PGAPPNAME, or fallback_application_name, or "pgpool";
+                                cut to fit 63 bytes; the mark 8 hex digits per pool), so
+                                that one query on pg_stat_activity counts the pools of
+                                the same name, role and database.  The slots left to
+                                them under max_connections (less the reserved ones),
+                                the role's and the database's connection limits, less
+                                the backends others hold, are divided equally; the
+                                share (at least 1) caps effective_max.  Read after the
+                                first connection, then every second while callers wait
+                                or the pool is at its limit, every 10 s otherwise, on a
+                                connection of the pool's own (one round trip on the
+                                pool's service thread); logged at INFO when it changes.
+                                A census that fails (no right to read pg_stat_activity)
+                                is logged once at WARN and leaves the share as it was.
+                                pool_create never fails for it */
 } pool_config_t;
 
 /* Latency histograms: fixed log2 buckets in microseconds. bucket[0] counts samples

@@ -343,8 +343,8 @@ struct pool {
     _Atomic unsigned epoch;          /* bumped by pool_evict under lock; read by the fast path */
     uint64_t id;                     /* unique among pools ever created; immutable */
     atomic_bool fast_ok;             /* the fast path may park and take connections: open,
-                                        not paused, nobody waiting, not above max_size.
-                                        Written under lock (pool_unlock recomputes it);
+                                        not paused, nobody waiting (no census either), not
+                                        above max_size.  Written under lock (pool_unlock recomputes it);
                                         read without it.  See fast.c for the handshake
                                         with callers that start to wait */
     atomic_bool maybe_parked;        /* set by the fast path after parking, cleared under
@@ -378,7 +378,8 @@ struct pool {
                                         then (INT64_MAX: not until a connection is made
                                         available); guarded by lock */
     bool share_wanted;               /* a census waits for a connection: the next one made
-                                        available goes to it (pool.c); guarded by lock */
+                                        available goes to it (pool.c), and the lock-free
+                                        path is shut meanwhile; guarded by lock */
     bool share_failing;              /* the last census failed (said once); guarded by lock */
     pool_conn_t *share_conn;         /* the connection a census runs on, for the service
                                         thread; guarded by lock */
@@ -712,7 +713,7 @@ static inline void pool_unlock(pool_t *pool)
     /* The fast path's gate, from the state this lock holder leaves behind.
        Closing it where a caller starts to wait is done at once, in
        claim_locked (the handshake in fast.c); here it catches the rest. */
-    bool ok = !pool->closed && !pool->paused && pool->waiters.len == 0 &&
+    bool ok = !pool->closed && !pool->paused && pool->waiters.len == 0 && !pool->share_wanted &&
               pool->nopen <= pool->cfg.max_size && pool->nopen <= pool_limit(pool);
     if (atomic_load_explicit(&pool->fast_ok, memory_order_relaxed) != ok)
         atomic_store(&pool->fast_ok, ok);

@@ -11,8 +11,9 @@
  * the tightest of max_connections (less the slots reserved for superusers
  * and, from PostgreSQL 16, reserved_connections), the role's and the
  * database's connection limits, each less the backends that others hold -
- * are divided equally: the remainder goes to the pools whose marks sort
- * first, every pool gets at least one.  The share caps pool_limit, so a pool
+ * are divided equally, but for one slot kept free for a pool that holds
+ * nothing yet (no census can see it): the remainder goes to the pools whose
+ * marks sort first, every pool gets at least one.  The share caps pool_limit, so a pool
  * above it lets its idle connections go and closes returned ones until it
  * fits, and one below it grows.
  *
@@ -188,7 +189,11 @@ static int share_of(const census_t *cs, long *room)
     if (!cs->superuser && cs->db_limit >= 0 && room_under(cs->db_limit, cs->db, cs->group) < *room)
         *room = room_under(cs->db_limit, cs->db, cs->group);
     long pools = cs->pools > 0 ? cs->pools : 1; /* ours runs this query: at least one */
-    long share = *room > 0 ? *room / pools + (cs->rank < *room % pools) : 0;
+    /* One slot stays out of the shares while there are more than pools:
+       the doorway through which a pool that holds nothing yet, so that no
+       census sees it, gets its first connection and is counted from then. */
+    long shared = *room > pools ? *room - 1 : *room;
+    long share = shared > 0 ? shared / pools + (cs->rank < shared % pools) : 0;
     if (share < 1)
         share = 1;
     return share > INT32_MAX ? INT32_MAX : (int)share;
@@ -209,13 +214,14 @@ static void say_census(pool_t *pool, const census_t *cs, long room, int share, i
     pool__log(pool, POOL_LOG_INFO,
               "fair share: max_connections %d (%d reserved for superusers, %d reserved), "
               "role limit %s, database limit %s%s; %ld slots left to %ld pool%s named "
-              "\"%.*s#...\" (this one \"%s\"), which hold %ld; this pool's share is %d, its "
+              "\"%.*s#...\" (this one \"%s\"), which hold %ld; %sthis pool's share is %d, its "
               "ceiling %d",
               cs->max_connections, cs->superuser_reserved, cs->reserved,
               limit_text(cs->role_limit, role, sizeof role), limit_text(cs->db_limit, db, sizeof db),
               cs->superuser ? " (a superuser: only max_connections binds)" : "", room, cs->pools,
               cs->pools == 1 ? "" : "s", (int)pool->share_prefix - 1, pool->share_name,
-              pool->share_name, cs->group, share, limit);
+              pool->share_name, cs->group, room > cs->pools ? "one kept free for a newcomer, " : "",
+              share, limit);
 }
 
 /* Whether callers wait or the pool is at its limit: a census is due every
@@ -233,6 +239,15 @@ void pool__share_tick_locked(pool_t *pool, int64_t now_us)
         pool->share_next_us = now_us + POOL_SHARE_BUSY_US; /* to see whether load came */
         return;
     }
+    /* Wanted first, then the gate shut, then what is parked taken: the
+       handshake of a caller that starts to wait (fast.c).  Either the scan
+       finds a connection a thread parked meanwhile, or that thread sees the
+       gate shut and returns it the locked way, through
+       pool__make_available_locked, which hands it here.  Without it, as many
+       threads as connections would cycle on the lock-free path for ever and
+       no census would run. */
+    pool->share_wanted = true;
+    atomic_store(&pool->fast_ok, false);
     pool_conn_t *c = NULL;
     if (!pool->paused) {
         pool__unpark_all_locked(pool);
@@ -246,10 +261,7 @@ void pool__share_tick_locked(pool_t *pool, int64_t now_us)
         return;
     }
     /* The next connection made available comes here (a new one, when none
-       is open: nothing to look at until then); and should none be made
-       available through the lock (the lock-free path parks and takes its
-       own), this thread looks for an idle one again in a while. */
-    pool->share_wanted = true;
+       is open: nothing to look at until then). */
     pool->share_next_us = pool->nopen > 0 ? now_us + POOL_SHARE_BUSY_US : INT64_MAX;
 }
 
