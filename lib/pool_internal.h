@@ -365,24 +365,6 @@ struct pool {
                                         probe that succeeds (workers.c); guarded by lock */
     int64_t probe_at_us;             /* no probe above the ceiling before; guarded by lock */
     int64_t refusal_said_us;         /* when a refusal was last logged; guarded by lock */
-    char *share_name;                /* fair_share: the application_name its connections
-                                        carry, "<name> #<mark>" (share.c); NULL without
-                                        fair_share.  Immutable, but for the mark, which a
-                                        forked child rewrites before its threads start */
-    size_t share_prefix;             /* the length of its "<name> #"; immutable */
-    int share;                       /* fair_share: this pool's share from the last census,
-                                        0 before the first; caps pool_limit; guarded by lock */
-    int share_pools;                 /* pools counted by the last census; guarded by lock */
-    int64_t share_last_us;           /* when the last census ran (0: never); guarded by lock */
-    int64_t share_next_us;           /* the service thread looks whether a census is due
-                                        then (INT64_MAX: not until a connection is made
-                                        available); guarded by lock */
-    bool share_wanted;               /* a census waits for a connection: the next one made
-                                        available goes to it (pool.c), and the lock-free
-                                        path is shut meanwhile; guarded by lock */
-    bool share_failing;              /* the last census failed (said once); guarded by lock */
-    pool_conn_t *share_conn;         /* the connection a census runs on, for the service
-                                        thread; guarded by lock */
 
     atomic_bool forked;              /* set in a forked child by fork.c's handler (with
                                         fast_ok cleared), cleared by the reset it calls for */
@@ -417,6 +399,27 @@ struct pool {
                                         connect and across fork() (taken after lock) */
     pool_inflight_t inflight[POOL_INFLIGHT_SLOTS]; /* guarded by inflight_lock */
     struct pool *registry_next;      /* guarded by the registry lock (fork.c) */
+
+    /* fair_share (share.c), at the end: away from the fields the hot path
+       touches, whose cache lines it leaves as they were */
+    char *share_name;                /* fair_share: the application_name its connections
+                                        carry, "<name> #<mark>" (share.c); NULL without
+                                        fair_share.  Immutable, but for the mark, which a
+                                        forked child rewrites before its threads start */
+    size_t share_prefix;             /* the length of its "<name> #"; immutable */
+    int share;                       /* fair_share: this pool's share from the last census,
+                                        0 before the first; caps pool_limit; guarded by lock */
+    int share_pools;                 /* pools counted by the last census; guarded by lock */
+    int64_t share_last_us;           /* when the last census ran (0: never); guarded by lock */
+    int64_t share_next_us;           /* the service thread looks whether a census is due
+                                        then (INT64_MAX: not until a connection is made
+                                        available); guarded by lock */
+    bool share_wanted;               /* a census waits for a connection: the next one made
+                                        available goes to it (pool.c), and the lock-free
+                                        path is shut meanwhile; guarded by lock */
+    bool share_failing;              /* the last census failed (said once); guarded by lock */
+    pool_conn_t *share_conn;         /* the connection a census runs on, for the service
+                                        thread; guarded by lock */
 };
 
 /* clock.c */
