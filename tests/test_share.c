@@ -101,6 +101,10 @@ static int child_main(int id, int out, int run_ms, int fair)
     return failed == 0 ? 0 : 2;
 }
 
+/* This program, for run_three's children: argv[0] (under valgrind,
+   /proc/self/exe is valgrind's own). */
+static const char *self_path;
+
 /* What one run shows. */
 typedef struct run {
     sample_t last[POOLS];   /* each pool's latest sample */
@@ -136,7 +140,7 @@ static void run_three(int fair, run_t *run)
             snprintf(args[1], sizeof args[1], "%d", fds[1]);
             snprintf(args[2], sizeof args[2], "%d", i == POOLS - 1 ? EARLY_EXIT_MS : RUN_MS);
             snprintf(args[3], sizeof args[3], "%d", fair);
-            execl("/proc/self/exe", "test_share", "--child", args[0], args[1], args[2], args[3],
+            execl(self_path, self_path, "--child", args[0], args[1], args[2], args[3],
                   (char *)NULL);
             _exit(127);
         }
@@ -435,6 +439,7 @@ static void test_a_forked_child_draws_its_own_mark(void **state)
 
 int main(int argc, char **argv)
 {
+    self_path = argv[0];
     if (argc == 6 && strcmp(argv[1], "--child") == 0) /* one of run_three's processes */
         return child_main(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
     const struct CMUnitTest tests[] = {
