@@ -121,21 +121,22 @@ typedef struct census {
 
 /* Client backends only: other users' rows show no backend_type to a role
    without pg_read_all_stats, but they do show a role (background processes
-   have none). */
+   have none).  Every name is qualified: the connection's search_path is the
+   application's. */
 static const char census_sql[] =
-    "WITH b AS (SELECT usesysid, datid, application_name FROM pg_stat_activity"
+    "WITH b AS (SELECT usesysid, datid, application_name FROM pg_catalog.pg_stat_activity"
     "  WHERE datid IS NOT NULL"
     "    AND coalesce(backend_type = 'client backend', usesysid IS NOT NULL)),"
     " me AS (SELECT r.oid AS role, r.rolsuper AS su, r.rolconnlimit AS rlim,"
     "               d.oid AS db, d.datconnlimit AS dlim"
-    "        FROM pg_roles r, pg_database d"
-    "        WHERE r.rolname = session_user AND d.datname = current_database()),"
+    "        FROM pg_catalog.pg_roles r, pg_catalog.pg_database d"
+    "        WHERE r.rolname = session_user AND d.datname = pg_catalog.current_database()),"
     " g AS (SELECT b.application_name AS mark FROM b, me"
     "       WHERE b.usesysid = me.role AND b.datid = me.db"
-    "         AND left(b.application_name, length($1)) = $1)"
-    " SELECT current_setting('max_connections')::int,"
-    "   current_setting('superuser_reserved_connections')::int,"
-    "   coalesce(nullif(current_setting('reserved_connections', true), ''), '0')::int,"
+    "         AND pg_catalog.left(b.application_name, pg_catalog.length($1)) = $1)"
+    " SELECT pg_catalog.current_setting('max_connections')::int,"
+    "   pg_catalog.current_setting('superuser_reserved_connections')::int,"
+    "   coalesce(nullif(pg_catalog.current_setting('reserved_connections', true), ''), '0')::int,"
     "   me.su::int, me.rlim, me.dlim,"
     "   (SELECT count(*) FROM b),"
     "   (SELECT count(*) FROM b WHERE b.usesysid = me.role),"
