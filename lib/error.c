@@ -54,12 +54,9 @@ void pool__set_error(pool_err_t code, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Replaces every occurrence of the pool's password in msg (a buffer of
-   POOL_MSG_LEN bytes) with asterisks. */
 /* Every occurrence of secret in msg (POOL_MSG_LEN bytes) becomes ********. */
-void pool__scrub_secret(char *msg, const char *secret)
+void pool__scrub_secret(char *msg, const char *pw)
 {
-    const char *pw = secret;
     if (!pw || !*pw || !strstr(msg, pw))
         return;
     char out[POOL_MSG_LEN];

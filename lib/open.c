@@ -47,13 +47,6 @@ pool_err_t pool__open_connect(pool_t *pool, pool_opening_t *o, char *err, size_t
     return POOL_OK;
 }
 
-/* A random amount up to lifetime_jitter_ms, in us. */
-static int64_t jitter_us_locked(pool_t *pool)
-{
-    int64_t range = (int64_t)pool->cfg.lifetime_jitter_ms * 1000;
-    return range > 0 ? (int64_t)(pool__random_locked(pool) % (uint64_t)(range + 1)) : 0;
-}
-
 /* Puts the new connection in a slot, with every field but the slot's own
    (all_next, shard) set afresh. */
 static pool_conn_t *track_locked(pool_t *pool, pool_opening_t *o, unsigned epoch, int64_t now_us)
@@ -69,7 +62,8 @@ static pool_conn_t *track_locked(pool_t *pool, pool_opening_t *o, unsigned epoch
     atomic_store_explicit(&c->evicted, false, memory_order_relaxed);
     pool__conn_watch(c, pool__hosts_expect_writes(&pool->hosts));
     c->created_us = now_us;
-    c->lifetime_us = (int64_t)pool->cfg.max_lifetime_ms * 1000 - jitter_us_locked(pool);
+    c->lifetime_us = (int64_t)pool->cfg.max_lifetime_ms * 1000 -
+                     pool__random_upto_locked(pool, (int64_t)pool->cfg.lifetime_jitter_ms * 1000);
     c->state = CONN_CHECKING;
     c->fork_gen = pool->fork_gen;
     pool__conn_map_insert(&pool->map, c);

@@ -194,7 +194,7 @@ bool pool__ceiling_holds_back_locked(const pool_t *pool)
 void pool__wake_workers_locked(pool_t *pool)
 {
     int demand = pool__connect_demand_locked(pool);
-    if (demand == 1 || (demand <= 0 && pool->ceiling > 0 && pool__ceiling_holds_back_locked(pool)))
+    if (demand == 1 || (demand <= 0 && pool__ceiling_holds_back_locked(pool)))
         pthread_cond_signal(&pool->work_cond); /* to open one, or to probe above the ceiling */
     else if (demand > 1)
         pthread_cond_broadcast(&pool->work_cond);
@@ -311,6 +311,12 @@ uint64_t pool__random_locked(pool_t *pool)
     x ^= x << 17;
     pool->rng = x;
     return x;
+}
+
+/* A random amount from 0 to max (>= 0), for jitter. */
+int64_t pool__random_upto_locked(pool_t *pool, int64_t max)
+{
+    return max > 0 ? (int64_t)(pool__random_locked(pool) % (uint64_t)(max + 1)) : 0;
 }
 
 bool pool__past_lifetime(const pool_t *pool, const pool_conn_t *c, int64_t now_us)

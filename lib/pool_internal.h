@@ -577,6 +577,7 @@ int pool__detach_idle_locked(pool_t *pool, int keep, pool_closing_t *out);
 int pool__connect_demand_locked(const pool_t *pool);
 bool pool__ceiling_holds_back_locked(const pool_t *pool);
 uint64_t pool__random_locked(pool_t *pool);
+int64_t pool__random_upto_locked(pool_t *pool, int64_t max);
 void pool__wake_workers_locked(pool_t *pool);
 void pool__make_available_locked(pool_t *pool, pool_conn_t *c, int64_t now_us, pool_closing_t *out);
 void pool__serve_waiters_locked(pool_t *pool);

@@ -277,12 +277,10 @@ void *pool__service_main(void *arg)
         pool_closing_t closing;
         pool__closing_init(&closing);
         pool__make_available_locked(pool, pool->share_conn, pool__clock_now_us(), &closing);
-        pool->share_conn = NULL;
-        if (!pool__close_later_locked(pool, &closing)) {
-            pool_unlock(pool);
-            pool__close_finish(pool, &closing);
-            pthread_mutex_lock(&pool->lock);
-        }
+        pool->share_conn = NULL; /* closed: the above detached it into closing */
+        pool_unlock(pool);
+        pool__close_finish(pool, &closing);
+        pthread_mutex_lock(&pool->lock);
     }
     close_leftovers_locked(pool);
     pool_unlock(pool);

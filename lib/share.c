@@ -45,8 +45,10 @@
 /* A mark no other pool is likely to draw, here or in another process. */
 static void draw_mark(pool_t *pool, char *at)
 {
-    uint64_t x = pool->rng ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)pool ^
-                 (uint64_t)pool__clock_now_us();
+    /* The pool's generator is seeded from its id and the clock: the pid and
+       the address tell apart pools of two processes started together. */
+    uint64_t x = pool__random_locked(pool) ^ ((uint64_t)getpid() << 32) ^
+                 (uint64_t)(uintptr_t)pool;
     x ^= x >> 33; /* murmur3's finaliser: every input bit moves every digit */
     x *= 0xff51afd7ed558ccdu;
     x ^= x >> 33;

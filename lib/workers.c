@@ -21,7 +21,7 @@
    do not come back together. */
 static int64_t jittered_locked(pool_t *pool, int64_t us)
 {
-    return us / 2 + (int64_t)(pool__random_locked(pool) % (uint64_t)(us + 1));
+    return us / 2 + pool__random_upto_locked(pool, us);
 }
 
 /* The server refused a connection for lack of slots (53300): the ceiling

@@ -282,6 +282,11 @@ static void *load_main(void *arg)
     return NULL;
 }
 
+bool test_load_exec(PGconn *conn, void *sql)
+{
+    return test_exec_ok(conn, sql);
+}
+
 void test_load_start(test_load_t *load)
 {
     atomic_store(&load->stop, false);
@@ -324,6 +329,17 @@ int test_free_port(void)
     }
     close(fd);
     return ntohs(a.sin_port);
+}
+
+test_getconn_t test_getconn_timed(pool_t *pool, int timeout_ms)
+{
+    test_getconn_t g;
+    int64_t t0 = test_now_ms();
+    g.conn = pool_getconn_timeout(pool, timeout_ms);
+    g.took_ms = test_now_ms() - t0;
+    g.err = pool_errcode();
+    snprintf(g.msg, sizeof g.msg, "%s", pool_errmsg());
+    return g;
 }
 
 test_run_t test_run_within(PGconn *conn, const char *sql, int ms, test_run_out_t *out)

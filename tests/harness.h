@@ -104,6 +104,8 @@ typedef struct test_load {
     char first_error[256];  /* pool_errmsg of the first failed getconn */
     pthread_t tid[TEST_LOAD_MAX_THREADS];
 } test_load_t;
+/* A check for test_load_t that runs arg (an SQL string). */
+bool test_load_exec(PGconn *conn, void *sql);
 void test_load_start(test_load_t *load);
 void test_load_stop(test_load_t *load);
 /* Waits (up to timeout_ms) until the load has done n more iterations. */
@@ -137,6 +139,16 @@ typedef struct test_run_out {
     char first[64];
 } test_run_out_t;
 test_run_t test_run_within(PGconn *conn, const char *sql, int ms, test_run_out_t *out);
+
+/* One pool_getconn_timeout, timed, with its outcome kept (pool_errmsg is
+   the thread's, and the next call overwrites it). */
+typedef struct test_getconn {
+    PGconn *conn;
+    int64_t took_ms;
+    pool_err_t err;
+    char msg[POOL_ERRMSG_SIZE];
+} test_getconn_t;
+test_getconn_t test_getconn_timed(pool_t *pool, int timeout_ms);
 
 /* One host's figures (index j in the conninfo) from pool_get_host_stats. */
 pool_host_stats_t test_host_stats(pool_t *pool, int j);

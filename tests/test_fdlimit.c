@@ -53,22 +53,17 @@ static void test_out_of_descriptors_callers_get_the_reason_and_the_pool_recovers
     /* One more is wanted: the attempt fails for want of a socket.  Something
        is checked out, so the caller waits for it within its deadline and
        is then told why nothing new could be opened. */
-    int64_t t0 = test_now_ms();
-    PGconn *c = pool_getconn_timeout(pool, 1000);
-    int64_t took = test_now_ms() - t0;
-    pool_err_t err = pool_errcode();
-    char msg[POOL_ERRMSG_SIZE];
-    snprintf(msg, sizeof msg, "%s", pool_errmsg());
+    test_getconn_t g = test_getconn_timed(pool, 1000);
     relieve();
-    print_message("out of descriptors: %s after %lld ms: %s\n", pool_strerror(err), (long long)took,
-                  msg);
-    assert_null(c);
-    assert_int_equal(err, POOL_ETIMEDOUT);
-    assert_true(took >= 990 && took < 3000);
-    assert_non_null(strstr(msg, "Too many open files"));
+    print_message("out of descriptors: %s after %lld ms: %s\n", pool_strerror(g.err),
+                  (long long)g.took_ms, g.msg);
+    assert_null(g.conn);
+    assert_int_equal(g.err, POOL_ETIMEDOUT);
+    assert_true(g.took_ms >= 990 && g.took_ms < 3000);
+    assert_non_null(strstr(g.msg, "Too many open files"));
 
     /* Descriptors again: the workers' next attempt succeeds by itself. */
-    c = pool_getconn_timeout(pool, 5000);
+    PGconn *c = pool_getconn_timeout(pool, 5000);
     assert_non_null(c);
     assert_int_equal(test_query_int(c, "SELECT 1"), 1);
     pool_putconn(pool, c);
@@ -79,16 +74,12 @@ static void test_out_of_descriptors_callers_get_the_reason_and_the_pool_recovers
     cfg.min_size = 0;
     pool = test_pool_create(&cfg);
     exhaust();
-    t0 = test_now_ms();
-    c = pool_getconn_timeout(pool, 5000);
-    took = test_now_ms() - t0;
-    err = pool_errcode();
-    snprintf(msg, sizeof msg, "%s", pool_errmsg());
+    g = test_getconn_timed(pool, 5000);
     relieve();
-    assert_null(c);
-    assert_int_equal(err, POOL_ECONNECT);
-    assert_true(took < 2000);
-    assert_non_null(strstr(msg, "Too many open files"));
+    assert_null(g.conn);
+    assert_int_equal(g.err, POOL_ECONNECT);
+    assert_true(g.took_ms < 2000);
+    assert_non_null(strstr(g.msg, "Too many open files"));
     c = pool_getconn_timeout(pool, 5000);
     assert_non_null(c);
     pool_putconn(pool, c);

@@ -296,26 +296,21 @@ static void test_an_impostor_fails_callers_in_time_and_the_pool_recovers(void **
     for (act_t act = ACT_GARBAGE; act <= ACT_ECHO_PASSWORD; act++) {
         atomic_store(&im->act, (int)act);
         pool_t *pool = test_pool_create(&cfg);
-        int64_t t0 = test_now_ms();
-        PGconn *c = pool_getconn_timeout(pool, 2000);
-        int64_t took = test_now_ms() - t0;
-        pool_err_t err = pool_errcode();
-        char msg[POOL_ERRMSG_SIZE];
-        snprintf(msg, sizeof msg, "%s", pool_errmsg());
-        print_message("%-24s %4lld ms  %s: %.150s\n", act_names[act], (long long)took,
-                      pool_strerror(err), msg);
-        assert_null(c);
-        assert_true(err == POOL_ECONNECT || err == POOL_ETIMEDOUT);
-        assert_true(took < 2000 + 1000);
-        assert_true(strlen(msg) > 20);
-        assert_null(strstr(msg, SECRET));
-        for (const char *p = msg; *p; p++)
+        test_getconn_t g = test_getconn_timed(pool, 2000);
+        print_message("%-24s %4lld ms  %s: %.150s\n", act_names[act], (long long)g.took_ms,
+                      pool_strerror(g.err), g.msg);
+        assert_null(g.conn);
+        assert_true(g.err == POOL_ECONNECT || g.err == POOL_ETIMEDOUT);
+        assert_true(g.took_ms < 2000 + 1000);
+        assert_true(strlen(g.msg) > 20);
+        assert_null(strstr(g.msg, SECRET));
+        for (const char *p = g.msg; *p; p++)
             assert_false((unsigned char)*p < 0x20 || *p == 0x7f || (unsigned char)*p >= 0xf5);
-        assert_true(msg[strlen(msg) - 1] != ':');
+        assert_true(g.msg[strlen(g.msg) - 1] != ':');
 
         /* The port leads to the real server again: the same pool recovers. */
         atomic_store(&im->act, ACT_FORWARD);
-        c = pool_getconn_timeout(pool, 10000);
+        PGconn *c = pool_getconn_timeout(pool, 10000);
         if (!c)
             fail_msg("%s: no recovery: %s", act_names[act], pool_errmsg());
         assert_int_equal(test_query_int(c, "SELECT 1"), 1);

@@ -16,7 +16,6 @@
 #include "harness.h"
 
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,28 +34,6 @@ typedef struct sample {
     int pool, ms, open, effective_max, refusals, failed;
 } sample_t;
 
-typedef struct child_load {
-    pool_t *pool;
-    atomic_bool stop;
-    atomic_int failed;
-} child_load_t;
-
-static void *child_borrow(void *arg)
-{
-    child_load_t *l = arg;
-    while (!atomic_load(&l->stop)) {
-        PGconn *c = pool_getconn_timeout(l->pool, 30000);
-        if (!c) {
-            atomic_fetch_add(&l->failed, 1);
-            continue;
-        }
-        PQclear(PQexec(c, "SELECT pg_sleep(0.005)"));
-        pool_putconn(l->pool, c);
-    }
-    return NULL;
-}
-
-/* One process: a pool of 15 under 15 threads for run_ms, a sample a 100 ms. */
 /* The census' findings, for the test's output: which pool, when. */
 static void child_log(int level, const char *msg, void *arg)
 {
@@ -74,29 +51,29 @@ static int child_main(int id, int out, int run_ms, int fair)
     cfg.min_size = 0;
     cfg.max_size = 15;
     cfg.fair_share = fair;
+    cfg.acquire_timeout_ms = 30000;
     cfg.on_log = child_log;
     cfg.arg = &id;
     pool_t *pool = pool_create(&cfg, NULL, 0);
     if (!pool)
         return 1;
-    child_load_t l = {.pool = pool};
-    pthread_t t[THREADS];
-    for (int i = 0; i < THREADS; i++)
-        pthread_create(&t[i], NULL, child_borrow, &l);
+    test_load_t l = {.pool = pool, .threads = THREADS, .check = test_load_exec,
+                     .arg = "SELECT pg_sleep(0.005)"};
+    test_load_start(&l);
     int64_t t0 = test_now_ms();
     for (int64_t now = t0; now - t0 < run_ms; now = test_now_ms()) {
         pool_stats_t st;
         pool_get_stats(pool, &st);
         sample_t s = {id, (int)(now - t0), st.total, st.effective_max, (int)st.server_refusals,
-                      atomic_load(&l.failed)};
+                      (int)atomic_load(&l.errors)};
         if (write(out, &s, sizeof s) != sizeof s)
             break;
         test_sleep_ms(100);
     }
-    atomic_store(&l.stop, true);
-    for (int i = 0; i < THREADS; i++)
-        pthread_join(t[i], NULL);
-    int failed = atomic_load(&l.failed);
+    test_load_stop(&l);
+    int failed = (int)atomic_load(&l.errors);
+    if (failed)
+        fprintf(stderr, "pool %d: %d failed: %s\n", id, failed, l.first_error);
     pool_destroy(pool);
     return failed == 0 ? 0 : 2;
 }

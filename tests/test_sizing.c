@@ -8,7 +8,6 @@
  */
 #include "harness.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -44,29 +43,6 @@ static const char *role_conninfo(const char *app)
     return buf;
 }
 
-typedef struct load {
-    pool_t *pool;
-    atomic_bool stop;
-    atomic_long ok, failed;
-} load_t;
-
-static void *borrow_and_sleep(void *arg)
-{
-    load_t *l = arg;
-    while (!atomic_load(&l->stop)) {
-        PGconn *c = pool_getconn_timeout(l->pool, 20000);
-        if (!c) {
-            atomic_fetch_add(&l->failed, 1);
-            fprintf(stderr, "borrow failed: %s\n", pool_errmsg());
-            continue;
-        }
-        bool ok = test_exec_ok(c, "SELECT pg_sleep(0.005)");
-        pool_putconn(l->pool, c);
-        atomic_fetch_add(ok ? &l->ok : &l->failed, 1);
-    }
-    return NULL;
-}
-
 static int role_backends(void)
 {
     return test_admin_int("SELECT count(*) FROM pg_stat_activity WHERE usename = '" ROLE "'");
@@ -82,11 +58,11 @@ static void test_a_refusal_lowers_the_ceiling_and_it_grows_back_with_room(void *
     cfg.conninfo = role_conninfo("sizing_ceiling");
     cfg.min_size = 1;
     cfg.max_size = 10;
+    cfg.acquire_timeout_ms = 20000;
     pool_t *pool = test_pool_create(&cfg);
-    load_t l = {.pool = pool};
-    pthread_t t[THREADS];
-    for (int i = 0; i < THREADS; i++)
-        pthread_create(&t[i], NULL, borrow_and_sleep, &l);
+    test_load_t l = {.pool = pool, .threads = THREADS, .check = test_load_exec,
+                     .arg = "SELECT pg_sleep(0.005)"};
+    test_load_start(&l);
 
     /* 10 threads want 10 connections; the server lets the role have 4. */
     int most = 0;
@@ -104,7 +80,8 @@ static void test_a_refusal_lowers_the_ceiling_and_it_grows_back_with_room(void *
     assert_true(st.server_refusals < 100); /* backed off, not a storm */
     assert_true(st.effective_max <= 5); /* 4, or 5 while a probe above it is in flight */
     assert_true(most <= 4);
-    assert_int_equal(atomic_load(&l.failed), 0); /* served by returns meanwhile */
+    if (atomic_load(&l.errors) != 0) /* served by returns meanwhile */
+        fail_msg("%ld failed: %s", atomic_load(&l.errors), l.first_error);
     long served_before = atomic_load(&l.ok);
     assert_true(served_before > 0);
 
@@ -120,10 +97,8 @@ static void test_a_refusal_lowers_the_ceiling_and_it_grows_back_with_room(void *
     assert_int_equal(st.effective_max, 10);
     assert_true(st.total >= 8);
 
-    atomic_store(&l.stop, true);
-    for (int i = 0; i < THREADS; i++)
-        pthread_join(t[i], NULL);
-    assert_int_equal(atomic_load(&l.failed), 0);
+    test_load_stop(&l);
+    assert_int_equal(atomic_load(&l.errors), 0);
     pool_destroy(pool);
 }
 
